@@ -1,0 +1,174 @@
+"""The feature-store protocol, shared by every backend.
+
+A store holds, per video, a handful of per-moment arrays (``frames`` (N,112,112,3) uint8,
+``logmel`` (N,101,40) float16, ``image``/``audio``/``imageaudio`` (N,512) float16, ...), the
+video's metadata (``VideoMeta``) and, for every array, its provenance (``ArrayRecord``).
+
+Writing is two-phase: ``put`` stages one video's arrays atomically (any process may call it,
+concurrently with others); ``commit`` (one process at a time, under a lock) folds what is staged
+into the packed layout that readers see.  A video is either fully visible or not at all.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import platform
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened, read or written as asked; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoMeta:
+    id: str
+    labels: tuple[str, ...]
+    subset: str
+    duration: float          # seconds, from the container (or the last moment) when known
+    fps: float               # average frame rate of the video stream
+    num_moments: int         # N: one moment every 16 decoded frames
+    has_audio: bool
+    source: str = ""         # the media file it was extracted from
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VideoMeta":
+        d = dict(d)
+        d["labels"] = tuple(d.get("labels", ()))
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayRecord:
+    """Provenance of one array of one video."""
+    stage: str               # the stage that made it
+    config: dict             # that stage's config (``Stage.config_dict()``)
+    key: str                 # hash of stage + config + upstream keys: the cache key
+    upstream: dict           # input name -> its key (the source file's fingerprint for decode)
+    versions: dict           # library versions at extraction time
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    checksum: str = ""       # crc32 of the array's bytes, hex; filled in by the store
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArrayRecord":
+        d = dict(d)
+        d["shape"] = tuple(d.get("shape", ()))
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    id: str
+    stage: str
+    reason: str              # one line
+    source: str = ""
+    time: str = ""
+
+
+@dataclasses.dataclass
+class Batch:
+    """Many videos' arrays, concatenated: video i is ``arrays[name][offsets[i]:offsets[i+1]]``."""
+    ids: list[str]
+    offsets: np.ndarray                  # (V+1,) int64
+    arrays: dict[str, np.ndarray]
+    metas: list[VideoMeta]
+
+    def video(self, i: int, name: str) -> np.ndarray:
+        return self.arrays[name][self.offsets[i]:self.offsets[i + 1]]
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("l2l", "torch", "torchvision", "torchaudio", "av", "numpy", "zarr", "h5py"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class Store(abc.ABC):
+    """One feature store on disk.  Open with ``l2l.store.open_store``; create with ``create_store``."""
+
+    backend: ClassVar[str]
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---- reading -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ids(self, subset: str | None = None) -> list[str]:
+        """Ids of the complete (committed) videos, sorted; optionally one subset only."""
+
+    @abc.abstractmethod
+    def meta(self, vid: str) -> VideoMeta: ...
+
+    @abc.abstractmethod
+    def records(self, vid: str) -> dict[str, ArrayRecord]:
+        """name -> provenance, for every array the video has."""
+
+    @abc.abstractmethod
+    def read(self, vid: str, names: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def read_many(self, names: Sequence[str], ids: Iterable[str] | None = None) -> Batch:
+        """All (or the given) videos' arrays, concatenated.  Raises ``StoreError`` if a video
+        lacks one of ``names`` or if the videos' arrays of one name were made with different
+        configs (never silently mixed)."""
+        ids = list(self.ids() if ids is None else ids)
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        offsets = [0]
+        for vid in ids:
+            got = self.read(vid, names)
+            for n in names:
+                parts[n].append(got[n])
+            offsets.append(offsets[-1] + len(got[names[0]]) if names else offsets[-1])
+        arrays = {n: (np.concatenate(p) if p else np.zeros((0,))) for n, p in parts.items()}
+        return Batch(ids, np.asarray(offsets, np.int64), arrays, [self.meta(v) for v in ids])
+
+    @abc.abstractmethod
+    def info(self) -> dict:
+        """Store-level attributes: schema version, backend, classes, costs, ..."""
+
+    @abc.abstractmethod
+    def failures(self) -> list[Failure]: ...
+
+    # ---- writing -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put(self, meta: VideoMeta, arrays: dict[str, np.ndarray],
+            records: dict[str, ArrayRecord], *, replace: bool = False) -> None:
+        """Stage one video's arrays atomically.  ``replace``: the video's previous arrays are
+        all dropped at commit (a new decode); otherwise the given arrays are added to or replace
+        those of the same name."""
+
+    @abc.abstractmethod
+    def commit(self) -> dict:
+        """Fold staged puts into the readable layout.  Returns counts."""
+
+    @abc.abstractmethod
+    def record_failure(self, failure: Failure) -> None: ...
+
+    @abc.abstractmethod
+    def set_info(self, key: str, value: Any) -> None:
+        """Set one store-level attribute (JSON-serialisable)."""
+
+    @abc.abstractmethod
+    def verify(self) -> list[str]:
+        """Problems found (empty when the store is sound): incomplete or inconsistent videos,
+        checksum mismatches, naming the video."""
