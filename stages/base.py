@@ -29,21 +29,47 @@ def register(cls: type["Stage"]) -> type["Stage"]:
 
 
 class Stage:
-    """Base class.  Subclasses set ``name``, ``Config`` (a frozen dataclass) and ``outputs``."""
+    """Base class.  Subclasses set ``name``, ``Config`` (a frozen dataclass), ``inputs`` and
+    ``outputs`` and implement ``run``.
+
+    - ``inputs``: names of stored (or upstream, in-memory) arrays the stage reads; the special
+      name ``"source"`` means the media file itself.
+    - ``outputs``: names of the arrays it returns (and the store keeps, unless listed in
+      ``transient``: handed to later stages in memory but not stored).
+    - ``hash_exclude``: config fields that do not change the numbers (batch size, device,
+      paths whose content is hashed separately) and so stay out of the cache key.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type]
-    outputs: ClassVar[tuple[str, ...]]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+    transient: ClassVar[tuple[str, ...]] = ()
+    hash_exclude: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
     def config_dict(self) -> dict:
+        """The config as a plain dict with its type name (what the store records)."""
         return {"type": self.name, **dataclasses.asdict(self.config)}
+
+    def setup(self, device: str = "cpu") -> None:
+        """Load models or other heavy state once per process (optional)."""
+
+    def run(self, inputs: dict[str, Any], *, source=None, device: str = "cpu") -> dict[str, Any]:
+        """Compute this stage's outputs for one video from ``inputs`` (and the media file
+        ``source`` when ``"source"`` is an input)."""
+        raise NotImplementedError
+
+    def key(self, upstream: dict[str, str]) -> str:
+        """The cache key of this stage's outputs given its inputs' keys."""
+        return stable_hash({"stage": self.name, "config": self.config_hash, "upstream": upstream})
 
     @property
     def config_hash(self) -> str:
-        return stable_hash(self.config_dict())
+        d = {k: v for k, v in self.config_dict().items() if k not in self.hash_exclude}
+        return stable_hash(d)
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}({self.config})"
