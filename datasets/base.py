@@ -7,6 +7,7 @@ under their ``--dataset`` name.  They never decode media.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -49,8 +50,51 @@ def register(name: str):
     return deco
 
 
+# --dataset name -> module of this package that registers it (imported on first use).
+ADAPTER_MODULES = {
+    "activitynet": "activitynet",
+    "kinetics-sounds": "kinetics_sounds",
+    "ucf101": "ucf101",
+    "mini-sports1m": "mini_sports1m",
+    "synthetic": "synthetic",
+}
+
+
+def get_adapter(name: str) -> Callable[..., Dataset]:
+    """The loader registered as ``name``, importing its module first if needed."""
+    if name not in ADAPTERS and name in ADAPTER_MODULES:
+        importlib.import_module(f"{__package__}.{ADAPTER_MODULES[name]}")
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTER_MODULES))}") from None
+
+
+def load_dataset(name: str, videos_dir, annotations_path, **options) -> Dataset:
+    """``get_adapter(name)(videos_dir, annotations_path, **options)``."""
+    return get_adapter(name)(videos_dir, annotations_path, **options)
+
+
+def check_video_id(video_id, source, entry: str | None = None) -> str:
+    """``video_id`` if it is a plain file-name stem, else an ``AnnotationError`` naming the entry.
+
+    Rejects non-strings, empty ids, ``.``/``..``, and anything with ``/``, ``\\`` or NUL, so that
+    no id can resolve to a path outside the videos directory.
+    """
+    where = f"{source}: {entry}" if entry else f"{source}"
+    if not isinstance(video_id, str) or not video_id.strip():
+        raise AnnotationError(f"{where}: video id {video_id!r} is not a non-empty string")
+    if video_id in (".", "..") or any(c in video_id for c in ("/", "\\", "\0")) or video_id.startswith(".."):
+        raise AnnotationError(f"{where}: video id {video_id!r} contains path characters")
+    return video_id
+
+
 def find_video(videos_dir: Path, video_id: str, prefixes: Iterable[str] = ("v_", "")) -> Path | None:
-    """``v_<id>.<ext>`` or ``<id>.<ext>`` for the usual extensions, or None."""
+    """``v_<id>.<ext>`` or ``<id>.<ext>`` for the usual extensions, or None.
+
+    Ids with path characters raise ``AnnotationError`` (see ``check_video_id``).
+    """
+    check_video_id(video_id, videos_dir)
     for prefix in prefixes:
         for ext in VIDEO_EXTENSIONS:
             p = Path(videos_dir) / f"{prefix}{video_id}{ext}"

@@ -1,0 +1,8 @@
+"""Extraction stages, one small module each, registered by name in ``STAGES``.
+
+``decode`` (media -> moments, frames, audio windows), ``spectrogram`` (audio windows -> log-mel),
+``teacher`` (R(2+1)D-18 clip descriptors), ``features`` (student image/audio/image-audio
+features).  Importing this package registers them all; torch is imported only when a stage runs.
+"""
+from .base import STAGES, Stage, stable_hash  # noqa: F401
+from . import decode, spectrogram  # noqa: F401  (registration)

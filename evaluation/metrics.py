@@ -1,0 +1,155 @@
+"""Video-classification metrics: ActivityNet's official ones, top-1 accuracy, and (named apart)
+the scikit-learn style macro average precision the paper's authors report.
+
+What is here: pure numpy functions on ground truth, scores and ActivityNet-format results.
+What is not: running models (``evaluation/baselines.py``), costs, plots or files.
+
+Conventions: ``ground_truth`` maps video id -> its labels (class names, several for a
+multi-label video); ``results`` is the ``"results"`` field of an ActivityNet classification
+submission, video id -> list of ``{"label": name, "score": float}``.  Functions return
+fractions in [0, 1]; ``summary`` turns them into the percentages that ``metrics.json`` holds.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+# ---- ActivityNet (eval_classification.py) -------------------------------------------------
+def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
+    """All-point interpolated AP (VOC style, ActivityNet's ``interpolated_prec_rec``): the
+    precision envelope integrated over the recall steps."""
+    mprec = np.concatenate([[0.0], precision, [0.0]])
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mprec = np.maximum.accumulate(mprec[::-1])[::-1]
+    idx = np.nonzero(mrec[1:] != mrec[:-1])[0] + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def average_precision_for_class(positives: set[str], known: set[str],
+                                predictions: Sequence[tuple[str, float]]) -> float:
+    """ActivityNet's ``compute_average_precision_classification`` for one class.
+
+    positives: ids of the videos labelled with the class; known: every video id in the ground
+    truth; predictions: (video id, score) pairs for this class, duplicates allowed.  Predictions
+    for unknown videos are dropped; the rest are sorted by decreasing score (ties keep input
+    order); a positive video matches its first prediction only, so repeats and predictions for
+    videos without the class are false positives."""
+    preds = [(v, s) for v, s in predictions if v in known]
+    if not positives:
+        raise ValueError("a class without ground-truth videos has no AP")
+    order = sorted(range(len(preds)), key=lambda i: -preds[i][1])
+    tp = np.zeros(len(preds))
+    matched: set[str] = set()
+    for rank, i in enumerate(order):
+        vid = preds[i][0]
+        if vid in positives and vid not in matched:
+            tp[rank] = 1.0
+            matched.add(vid)
+    ctp = np.cumsum(tp)
+    cfp = np.cumsum(1.0 - tp)
+    recall = ctp / len(positives)
+    precision = ctp / np.maximum(ctp + cfp, 1e-12)
+    return interpolated_ap(precision, recall)
+
+
+def activitynet_ap(ground_truth: Mapping[str, Sequence[str]],
+                   results: Mapping[str, Sequence[Mapping]]) -> dict[str, float]:
+    """Per-class AP, for every class that labels at least one ground-truth video (as the
+    official script, whose class index is built from the ground truth)."""
+    known = set(ground_truth)
+    positives: dict[str, set[str]] = {}
+    for vid, labels in ground_truth.items():
+        for lab in set(labels):
+            positives.setdefault(lab, set()).add(vid)
+    per_class: dict[str, list[tuple[str, float]]] = {lab: [] for lab in positives}
+    for vid, entries in results.items():
+        for e in entries:
+            if e["label"] in per_class:
+                per_class[e["label"]].append((vid, float(e["score"])))
+    return {lab: average_precision_for_class(positives[lab], known, per_class[lab])
+            for lab in sorted(positives)}
+
+
+def activitynet_map(ground_truth: Mapping[str, Sequence[str]],
+                    results: Mapping[str, Sequence[Mapping]]) -> float:
+    """ActivityNet classification mAP: the mean of ``activitynet_ap`` over classes."""
+    ap = activitynet_ap(ground_truth, results)
+    return float(np.mean(list(ap.values()))) if ap else float("nan")
+
+
+def hit_at_k(ground_truth: Mapping[str, Sequence[str]],
+             results: Mapping[str, Sequence[Mapping]], k: int) -> float:
+    """Fraction of ground-truth videos with at least one of their labels among their k
+    best-scored predictions (ActivityNet's ``compute_video_hit_at_k``, ``avg=False``); a video
+    without predictions is a miss."""
+    if not ground_truth:
+        return float("nan")
+    hits = 0
+    for vid, labels in ground_truth.items():
+        entries = sorted(results.get(vid, ()), key=lambda e: -float(e["score"]))[:k]
+        top = {e["label"] for e in entries}
+        hits += any(lab in top for lab in labels)
+    return hits / len(ground_truth)
+
+
+# ---- plain accuracy and the authors' macro AP ---------------------------------------------
+def top1_accuracy(scores: np.ndarray, labels: Sequence[Sequence[int]]) -> float:
+    """scores (V, C); labels: each video's class indices.  A video counts as right when its
+    arg-max class is one of its labels."""
+    pred = np.asarray(scores).argmax(1)
+    return float(np.mean([p in set(lab) for p, lab in zip(pred, labels)]))
+
+
+def binary_average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Non-interpolated AP as ``sklearn.metrics.average_precision_score`` computes it for one
+    column: sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds (tied scores enter
+    together).  A column without positives gives 0 (scikit-learn >= 1.3 warns and does so)."""
+    y_true = np.asarray(y_true, bool)
+    if not y_true.any():
+        return 0.0
+    order = np.argsort(-np.asarray(score, float), kind="mergesort")
+    s, y = np.asarray(score, float)[order], y_true[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]   # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    precision = tps / (tps + fps)
+    recall = tps / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def sklearn_macro_ap(labels: Sequence[int], scores: np.ndarray) -> float:
+    """What ``average_precision_score(one_hot(labels), scores, average="macro")`` gives: the
+    plain mean over all C columns of ``binary_average_precision``, one label per video.  This
+    is the number the authors' code reports; it is not ActivityNet's mAP."""
+    scores = np.asarray(scores, float)
+    y = np.zeros(scores.shape, bool)
+    y[np.arange(len(labels)), np.asarray(labels, int)] = True
+    return float(np.mean([binary_average_precision(y[:, c], scores[:, c])
+                          for c in range(scores.shape[1])]))
+
+
+# ---- glue ---------------------------------------------------------------------------------
+def results_from_scores(ids: Sequence[str], scores: np.ndarray, classes: Sequence[str],
+                        top_k: int | None = None) -> dict[str, list[dict]]:
+    """ActivityNet ``results``: per video, its classes by decreasing score (all, or top_k)."""
+    scores = np.asarray(scores, float)
+    out = {}
+    for vid, row in zip(ids, scores):
+        order = np.argsort(-row, kind="mergesort")[:top_k]
+        out[vid] = [{"label": classes[c], "score": float(row[c])} for c in order]
+    return out
+
+
+def summary(ids: Sequence[str], scores: np.ndarray, labels: Sequence[Sequence[int]],
+            classes: Sequence[str]) -> dict[str, float]:
+    """mAP, hit@1, hit@3, top1 (percentages) and sklearn_macro_ap (percentage, on each
+    video's first label) for video-level scores (V, C) (softmax probabilities)."""
+    gt = {vid: [classes[c] for c in lab] for vid, lab in zip(ids, labels)}
+    res = results_from_scores(ids, scores, classes)
+    return {"mAP": 100 * activitynet_map(gt, res),
+            "hit@1": 100 * hit_at_k(gt, res, 1),
+            "hit@3": 100 * hit_at_k(gt, res, 3),
+            "top1": 100 * top1_accuracy(scores, labels),
+            "sklearn_macro_ap": 100 * sklearn_macro_ap([lab[0] for lab in labels], scores)}

@@ -1,0 +1,265 @@
+"""IMGAUD-SKIMMING: the network that previews a video's cheap per-moment features and picks the
+moments worth looking at (METHOD.md section 3, supplementary D and G).
+
+This file is the network and its factory only: no data loading, no training loop (see
+``training/skim.py``), no baselines or metrics (see ``evaluation/``).
+
+Shapes used throughout: B videos, N moments (padded), D = 512 feature size, H = 1024 LSTM size,
+C classes, k steps actually run (k <= T).  Banks are float32 (B, N, D); ``mask`` is bool (B, N),
+True on real moments.
+
+Indexing variants (``SkimConfig.indexing``):
+
+- ``"audiovisual"`` (the paper's model): banks ``image`` and ``audio``; one key and one query
+  per modality; modality weights alpha = softmax(Linear(H, 2)(h)); next input
+  x = Psi(sum_j W[j] B_I[j], sum_j W[j] B_A[j]) with W = alpha_0 w_I + alpha_1 w_A.
+- ``"visual"`` (supplementary G.1): only the image bank is queried; the next image input is the
+  soft-indexed image feature, the next audio input is the audio feature at argmax(w_I).
+- ``"single"`` (supplementary D and G.2): one bank (``imageaudio`` for the single-query
+  variant, or any one 512-d bank), one key, one query, no Psi; x = sum_j w[j] B[j].
+
+Inference switches of ``SkimNet.forward``: ``steps`` (early stop after k steps), ``stride``
+(only every s-th moment can be chosen, and only those were computed, so the start input is the
+mean over them too), ``aggregated=False`` (use the argmax moments' own features instead of the
+soft mixture) and ``recognition_bank`` (classify the chosen moments with ``recognizer`` on other
+features and average the class probabilities).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+INDEXING = ("audiovisual", "visual", "single")
+
+
+@dataclasses.dataclass(frozen=True)
+class SkimConfig:
+    num_classes: int
+    indexing: str = "audiovisual"
+    features: tuple[str, ...] = ("image", "audio")   # store arrays used as banks, in order
+    steps: int = 10                                   # T
+    dim: int = 512                                    # D
+    hidden: int = 1024                                # H
+
+    def __post_init__(self):
+        object.__setattr__(self, "features", tuple(self.features))
+        if self.indexing not in INDEXING:
+            raise ValueError(f"indexing must be one of {INDEXING}, not {self.indexing!r}")
+        want = 1 if self.indexing == "single" else 2
+        if len(self.features) != want:
+            raise ValueError(f"indexing {self.indexing!r} needs {want} feature bank(s), "
+                             f"got {list(self.features)}")
+        if self.steps < 1 or self.num_classes < 1:
+            raise ValueError("steps and num_classes must be >= 1")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["features"] = list(self.features)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SkimConfig":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclasses.dataclass
+class SkimOutput:
+    logits: Tensor                  # (B, C) float; softmax gives the video-level prediction
+    picks: dict[str, Tensor]        # queried bank name -> (B, k) int64 argmax moment per step
+    weights: dict[str, Tensor]      # queried bank name -> (B, k, N) float soft-indexing weights
+    alpha: Tensor | None            # (B, k, 2) modality weights ("audiovisual" only)
+    inputs: Tensor                  # (B, k, D) x_0 .. x_{k-1}, what the classifier averages
+
+
+class Key(nn.Module):
+    """K = ReLU(BN(Conv1x1(B))): (B, N, D) -> (B, N, D).  BN statistics come from real moments
+    only (padded rows are packed out before the BN and come back as zeros)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size=1)
+        self.bn = nn.BatchNorm1d(dim)
+
+    def forward(self, bank: Tensor, mask: Tensor) -> Tensor:
+        packed = bank[mask]                                   # (M, D)
+        k = self.conv(packed.t().unsqueeze(0))                # (1, D, M)
+        k = F.relu(self.bn(k)).squeeze(0).t()                 # (M, D)
+        out = bank.new_zeros(bank.shape)
+        out[mask] = k
+        return out
+
+
+def query_mlp(hidden: int, dim: int) -> nn.Sequential:
+    """Query(h): Linear(H, H), BN, ReLU, Linear(H, D)."""
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, dim))
+
+
+class SkimNet(nn.Module):
+    """IMGAUD-SKIMMING.  Build with ``build_skim``."""
+
+    def __init__(self, config: SkimConfig, fusion: nn.Module | None, classifier: nn.Module,
+                 recognizer: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        D, H = config.dim, config.hidden
+        n_query = 2 if config.indexing == "audiovisual" else 1
+        self.keys = nn.ModuleList(Key(D) for _ in range(n_query))
+        self.queries = nn.ModuleList(query_mlp(H, D) for _ in range(n_query))
+        self.lstm = nn.LSTMCell(D, H)
+        self.alpha = nn.Linear(H, 2) if config.indexing == "audiovisual" else None
+        if (fusion is None) != (config.indexing == "single"):
+            raise ValueError("Psi (fusion) is used by the two-bank variants and only by them")
+        self.fusion = fusion
+        self.classifier = classifier
+        self.recognizer = recognizer
+
+    @property
+    def queried(self) -> tuple[str, ...]:
+        """Names of the banks that are queried (and so have picks)."""
+        return self.config.features[:len(self.keys)]
+
+    def _fuse(self, parts: Sequence[Tensor]) -> Tensor:
+        if self.fusion is None:
+            return parts[0]
+        return self.fusion(*parts)
+
+    def forward(self, banks: Sequence[Tensor], mask: Tensor, *, steps: int | None = None,
+                aggregated: bool = True, stride: int = 1,
+                recognition_bank: Tensor | None = None) -> SkimOutput:
+        """banks: one (B, N, D) float tensor per ``config.features``; mask: (B, N) bool.
+        Every video needs at least one real moment."""
+        cfg = self.config
+        k = cfg.steps if steps is None else int(steps)
+        if len(banks) != len(cfg.features):
+            raise ValueError(f"expected banks {list(cfg.features)}, got {len(banks)} tensor(s)")
+        if not 1 <= k or stride < 1:
+            raise ValueError("steps and stride must be >= 1")
+        B, N = mask.shape
+        pos = torch.arange(N, device=mask.device)
+        valid = mask & (pos % stride == 0)                           # (B, N)
+        if not bool(valid.any(1).all()):
+            raise ValueError("every video needs at least one real moment")
+        banks = [torch.where(valid.unsqueeze(-1), b, torch.zeros((), dtype=b.dtype,
+                                                                 device=b.device)) for b in banks]
+        keys = [key(banks[i], valid) for i, key in enumerate(self.keys)]
+        n_valid = valid.sum(1, keepdim=True).to(banks[0].dtype)      # (B, 1)
+        x = self._fuse([b.sum(1) / n_valid for b in banks])           # x_0: (B, D)
+        h = x.new_zeros(B, cfg.hidden)
+        c = x.new_zeros(B, cfg.hidden)
+        avail = [valid.clone() for _ in keys]
+        xs, alphas = [x], []
+        picks = {n: [] for n in self.queried}
+        weights = {n: [] for n in self.queried}
+        rows = torch.arange(B, device=mask.device)
+        for t in range(k):
+            h, c = self.lstm(x, (h, c))
+            ws, js = [], []
+            for m, (query, key) in enumerate(zip(self.queries, keys)):
+                # a modality whose every real moment was picked (videos with < T moments)
+                # may pick again: its mask is refilled
+                spent = ~avail[m].any(1, keepdim=True)
+                avail[m] = torch.where(spent, valid, avail[m])
+                score = torch.einsum("bd,bnd->bn", query(h), key) / math.sqrt(cfg.dim)
+                w = torch.softmax(score.masked_fill(~avail[m], float("-inf")), dim=1)
+                j = w.argmax(1)
+                avail[m][rows, j] = False
+                name = self.queried[m]
+                picks[name].append(j)
+                weights[name].append(w)
+                ws.append(w if aggregated else F.one_hot(j, N).to(w.dtype))
+                js.append(j)
+            if t == k - 1:
+                break                                                 # x_k is never used
+            if cfg.indexing == "audiovisual":
+                a = torch.softmax(self.alpha(h), dim=1)               # (B, 2)
+                alphas.append(a)
+                W = a[:, :1] * ws[0] + a[:, 1:] * ws[1]               # (B, N)
+                x = self._fuse([torch.einsum("bn,bnd->bd", W, b) for b in banks])
+            elif cfg.indexing == "visual":
+                x = self._fuse([torch.einsum("bn,bnd->bd", ws[0], banks[0]),
+                                banks[1][rows, js[0]]])
+            else:
+                x = torch.einsum("bn,bnd->bd", ws[0], banks[0])
+            xs.append(x)
+        if cfg.indexing == "audiovisual":
+            # alpha of the last step only weighs x_k, which is not used; report it anyway
+            alphas.append(torch.softmax(self.alpha(h), dim=1))
+        inputs = torch.stack(xs, 1)                                   # (B, k, D)
+        picks_t = {n: torch.stack(v, 1) for n, v in picks.items()}
+        if recognition_bank is None:
+            logits = self.classifier(inputs.mean(1))
+        else:
+            logits = self.recognize(recognition_bank, chosen_mask(picks_t, N))
+        return SkimOutput(logits=logits, picks=picks_t,
+                          weights={n: torch.stack(v, 1) for n, v in weights.items()},
+                          alpha=torch.stack(alphas, 1) if alphas else None, inputs=inputs)
+
+    def recognize(self, bank: Tensor, chosen: Tensor) -> Tensor:
+        """Classify the chosen moments of ``bank`` (B, N, D_r) with ``recognizer`` and average
+        the class probabilities over them; returns their log (B, C), so softmax gives back
+        the average.  chosen: (B, N) bool."""
+        if self.recognizer is None:
+            raise ValueError("this skim model has no recognition classifier")
+        probs = torch.softmax(self.recognizer(bank), dim=-1)         # (B, N, C)
+        w = chosen.to(probs.dtype)
+        mean = (probs * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+        return torch.log(mean.clamp_min(1e-12))
+
+
+def chosen_mask(picks: dict[str, Tensor], n: int) -> Tensor:
+    """(B, N) bool: True at every moment picked by any step of any modality."""
+    first = next(iter(picks.values()))
+    out = torch.zeros(first.shape[0], n, dtype=torch.bool, device=first.device)
+    for p in picks.values():
+        out.scatter_(1, p, True)
+    return out
+
+
+def build_skim(*, num_classes: int, indexing: str = "audiovisual",
+               features: Sequence[str] | None = None, steps: int = 10,
+               fusion: nn.Module | None = None, classifier: nn.Module | None = None,
+               recognizer: nn.Module | None = None, freeze_fusion: bool = True) -> SkimNet:
+    """The skimming network.
+
+    fusion / classifier: Psi (called as ``fusion(image, audio)``, like the student's
+    ``Fusion``) and the classifier, normally the student's (``skim_from_student``); fresh ones
+    of the same shapes when not given.  ``freeze_fusion``: Psi gets no gradient (the
+    paper's setting).  features default to (image, audio), or (imageaudio,) for ``single``."""
+    if features is None:
+        features = ("imageaudio",) if indexing == "single" else ("image", "audio")
+    config = SkimConfig(num_classes=num_classes, indexing=indexing, features=tuple(features),
+                        steps=steps)
+    if indexing == "single":
+        fusion = None
+    elif fusion is None:
+        from l2l.models.students import Fusion
+        fusion = Fusion(dim=config.dim)
+    if classifier is None:
+        classifier = nn.Linear(config.dim, num_classes)
+    model = SkimNet(config, fusion, classifier, recognizer)
+    if fusion is not None and freeze_fusion:
+        for p in fusion.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def skim_from_student(student: nn.Module, **kwargs) -> SkimNet:
+    """A skim model whose Psi and classifier are copies of a trained student's (attributes
+    ``fusion`` and ``classifier``); Psi is frozen.  kwargs go to ``build_skim``.
+
+    The student's classifier reads the image-audio embedding, so it is taken over whenever the
+    skim model classifies in that space (two-bank variants, or ``single`` on ``imageaudio``);
+    a single-bank model on another bank gets a fresh classifier."""
+    import copy
+    num_classes = student.classifier.out_features
+    single = kwargs.get("indexing") == "single"
+    fusion = None if single else copy.deepcopy(student.fusion)
+    in_embedding = not single or tuple(kwargs.get("features") or ("imageaudio",)) == ("imageaudio",)
+    classifier = copy.deepcopy(student.classifier) if in_embedding else None
+    return build_skim(num_classes=num_classes, fusion=fusion, classifier=classifier, **kwargs)

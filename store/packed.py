@@ -1,0 +1,385 @@
+"""The packed layout shared by both backends: staged parcels, immutable segments, one index.
+
+- ``put`` writes a *parcel* (one video's new arrays and their provenance) under a fresh name and
+  makes it visible by an atomic rename.  Any number of processes may ``put`` at once: they never
+  touch the same file.
+- ``commit`` (one process at a time, under a file lock) appends every complete parcel to a new,
+  immutable *segment* (one array per field, the videos' rows concatenated), then replaces the
+  *index* (a JSON document: video -> meta and, per field, segment, rows, key, checksum) in one
+  atomic step, and only then deletes the parcels it consumed.  A crash at any point leaves
+  either the old index (parcels still there, redone next time) or the new one; a video is never
+  half visible and never doubled.
+- Reading uses the index only: ``read_many`` reads each segment's rows in one go.
+
+Backends (``zarr_store.py``, ``hdf5_store.py``) supply the I/O primitives below.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import fcntl
+import json
+import os
+import time
+import uuid
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Store, StoreError, VideoMeta,
+                   library_versions)
+from ..stages.base import stable_hash
+
+CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
+
+
+def checksum(a: np.ndarray) -> str:
+    return f"{zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1)) & 0xFFFFFFFF:08x}"
+
+
+def empty_index(backend: str) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "backend": backend, "generation": 0,
+            "videos": {}, "records": {}, "failures": {}, "info": {}, "consumed": []}
+
+
+class PackedStore(Store):
+    """Everything but the backend's I/O; see the module docstring."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._index: dict | None = None
+
+    # ---- backend primitives --------------------------------------------------------------
+    @abc.abstractmethod
+    def _load_index(self) -> dict: ...
+
+    @abc.abstractmethod
+    def _write_parcel(self, name: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Write a parcel so that it appears under ``name`` atomically (or not at all)."""
+
+    @abc.abstractmethod
+    def _list_parcels(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _parcel_attrs(self, name: str) -> dict: ...
+
+    @abc.abstractmethod
+    def _parcel_array(self, name: str, field: str) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _delete_parcel(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def _write_segment(self, seg: str, arrays: dict[str, tuple[tuple, str, Iterator[np.ndarray]]],
+                       index_fn: Callable[[], dict]) -> None:
+        """Write segment ``seg`` (arr name -> (shape, dtype, row blocks in order)), then save
+        ``index_fn()`` as the new index: the index is replaced only once the segment is complete."""
+
+    @abc.abstractmethod
+    def _save_index(self, index: dict) -> None: ...
+
+    @abc.abstractmethod
+    def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _segments(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _delete_segment(self, seg: str) -> None: ...
+
+    @abc.abstractmethod
+    def _lock_path(self) -> Path: ...
+
+    # ---- the index -----------------------------------------------------------------------
+    @property
+    def index(self) -> dict:
+        if self._index is None:
+            self._index = self._load_index()
+            if self._index.get("schema_version") != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {self._index.get('schema_version')}"
+                                 f" is not {SCHEMA_VERSION}, which this l2l reads")
+        return self._index
+
+    def refresh(self) -> None:
+        self._index = None
+
+    @contextlib.contextmanager
+    def lock(self):
+        with open(self._lock_path(), "rb" if self._lock_path().exists() else "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                self.refresh()
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # ---- reading -------------------------------------------------------------------------
+    def ids(self, subset: str | None = None) -> list[str]:
+        vids = self.index["videos"]
+        return sorted(v for v, e in vids.items() if subset is None or e["meta"]["subset"] == subset)
+
+    def _entry(self, vid: str) -> dict:
+        try:
+            return self.index["videos"][vid]
+        except KeyError:
+            raise StoreError(f"{self.path}: no video {vid!r} in the store") from None
+
+    def meta(self, vid: str) -> VideoMeta:
+        return VideoMeta.from_dict(self._entry(vid)["meta"])
+
+    def records(self, vid: str) -> dict[str, ArrayRecord]:
+        out = {}
+        for name, f in self._entry(vid)["fields"].items():
+            shared = self.index["records"][f["rec"]]
+            out[name] = ArrayRecord(stage=shared["stage"], config=shared["config"], key=f["key"],
+                                    upstream=f["upstream"], versions=shared["versions"],
+                                    shape=tuple(f["shape"]), dtype=f["dtype"], checksum=f["crc"])
+        return out
+
+    def _field(self, vid: str, name: str) -> dict:
+        fields = self._entry(vid)["fields"]
+        if name not in fields:
+            raise StoreError(f"{self.path}: video {vid!r} has no array {name!r} "
+                             f"(it has: {', '.join(sorted(fields)) or 'none'})")
+        return fields[name]
+
+    def read(self, vid: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        out = {}
+        for name in names:
+            f = self._field(vid, name)
+            out[name] = self._read_rows(f["seg"], f["arr"], f["start"], f["stop"])
+        return out
+
+    def read_many(self, names: Sequence[str], ids=None) -> Batch:
+        ids = list(self.ids() if ids is None else ids)
+        entries = [self._entry(v) for v in ids]
+        lengths = [e["meta"]["num_moments"] for e in entries]
+        offsets = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        arrays = {}
+        for name in names:
+            fields = [self._field(v, name) for v in ids]
+            keys = {json.dumps(self.index["records"][f["rec"]]["config"], sort_keys=True)
+                    for f in fields}
+            if len(keys) > 1:
+                raise StoreError(f"{self.path}: array {name!r} was made with {len(keys)} different "
+                                 "configs across videos; re-extract or select videos of one config")
+            if not fields:
+                arrays[name] = np.zeros((0,))
+                continue
+            out = np.empty((int(offsets[-1]), *fields[0]["shape"][1:]), fields[0]["dtype"])
+            by_arr = defaultdict(list)
+            for i, f in enumerate(fields):
+                if f["stop"] - f["start"] != lengths[i]:
+                    raise StoreError(f"{self.path}: {ids[i]!r}/{name} has {f['stop'] - f['start']}"
+                                     f" rows, not {lengths[i]} moments")
+                by_arr[(f["seg"], f["arr"])].append((i, f))
+            for (seg, arr), group in by_arr.items():
+                lo = min(f["start"] for _, f in group)
+                hi = max(f["stop"] for _, f in group)
+                block = self._read_rows(seg, arr, lo, hi)       # one contiguous read per segment
+                for i, f in group:
+                    out[offsets[i]:offsets[i + 1]] = block[f["start"] - lo:f["stop"] - lo]
+            arrays[name] = out
+        return Batch(ids, offsets, arrays, [VideoMeta.from_dict(e["meta"]) for e in entries])
+
+    def info(self) -> dict:
+        idx = self.index
+        return {"schema_version": idx["schema_version"], "backend": idx["backend"],
+                "generation": idx["generation"], **idx["info"]}
+
+    def failures(self) -> list[Failure]:
+        return [Failure(**f) for f in sorted(self.index["failures"].values(), key=lambda f: f["id"])]
+
+    # ---- writing -------------------------------------------------------------------------
+    def put(self, meta: VideoMeta, arrays: dict[str, np.ndarray],
+            records: dict[str, ArrayRecord], *, replace: bool = False) -> None:
+        if set(arrays) != set(records):
+            raise StoreError(f"{meta.id}: arrays {sorted(arrays)} and records {sorted(records)} differ")
+        recs = {}
+        for name, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            if a.shape[:1] != (meta.num_moments,):
+                raise StoreError(f"{meta.id}: array {name!r} has shape {a.shape}; "
+                                 f"expected {meta.num_moments} rows (one per moment)")
+            arrays[name] = a
+            rec = records[name].to_dict()
+            rec.update(shape=list(a.shape), dtype=str(a.dtype), checksum=checksum(a))
+            recs[name] = rec
+        attrs = {"kind": "put", "seq": time.time_ns(), "meta": meta.to_dict(), "records": recs,
+                 "replace": bool(replace)}
+        self._write_parcel(self._parcel_name(), attrs, arrays)
+
+    def record_failure(self, failure: Failure) -> None:
+        f = {**failure.__dict__, "time": failure.time or time.strftime("%Y-%m-%dT%H:%M:%S")}
+        f["reason"] = " ".join(str(f["reason"]).split())          # always one line
+        self._write_parcel(self._parcel_name(), {"kind": "failure", "seq": time.time_ns(),
+                                                 "failure": f}, {})
+
+    def set_info(self, key: str, value: Any) -> None:
+        json.dumps(value)                                        # fail early if not JSON
+        with self.lock():
+            idx = self.index
+            idx["info"][key] = value
+            self._save_index(idx)
+
+    def _parcel_name(self) -> str:
+        return f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def commit(self) -> dict:
+        with self.lock():
+            return self._commit_locked()
+
+    def _commit_locked(self) -> dict:
+        idx = self.index
+        consumed_before = set(idx.get("consumed", []))
+        parcels, stale = [], []
+        for name in sorted(self._list_parcels()):
+            if name in consumed_before:
+                stale.append(name)                # committed, but a crash kept it: just delete
+                continue
+            try:
+                parcels.append((name, self._parcel_attrs(name)))
+            except Exception:                     # unreadable parcel: a torn write; drop it
+                stale.append(name)
+        parcels.sort(key=lambda p: (p[1].get("seq", 0), p[0]))
+        puts = [(n, a) for n, a in parcels if a.get("kind") == "put"]
+        gen = idx["generation"] + 1
+        seg = f"{gen:06d}"
+        # Plan rows: every (field, dtype, trailing shape) gets its own array in the segment.
+        plan: dict[str, dict] = {}               # arr name -> {"shape", "dtype", "rows", "parts"}
+        placed: dict[tuple[str, str], tuple[str, int, int]] = {}
+        for pname, a in puts:
+            for field, rec in a["records"].items():
+                sig = (field, rec["dtype"], tuple(rec["shape"][1:]))
+                arr = next((k for k, v in plan.items() if v["sig"] == sig), None)
+                if arr is None:
+                    arr = field if field not in plan else f"{field}.{len(plan)}"
+                    plan[arr] = {"sig": sig, "rows": 0, "parts": []}
+                p = plan[arr]
+                n = rec["shape"][0]
+                placed[(pname, field)] = (arr, p["rows"], p["rows"] + n)
+                p["parts"].append((pname, field, rec["checksum"]))
+                p["rows"] += n
+        bad: set[str] = set()
+
+        def blocks(parts):
+            for pname, field, crc in parts:
+                a = self._parcel_array(pname, field)
+                if checksum(a) != crc:
+                    bad.add(pname)
+                yield a
+
+        new = json.loads(json.dumps(idx))
+        new["generation"] = gen
+        new["consumed"] = [n for n, _ in parcels]
+        seg_arrays = {arr: ((p["rows"], *p["sig"][2]), p["sig"][1], blocks(p["parts"]))
+                      for arr, p in plan.items()}
+        # The index is written by the backend right after the segment, so apply updates lazily:
+        # a generator cannot tell us about bad parcels before it ran, hence the callback.
+        def finish_index() -> dict:
+            self._apply(new, parcels, placed, seg, bad)
+            return new
+        if seg_arrays:
+            self._write_segment(seg, seg_arrays, finish_index)
+        else:
+            self._save_index(finish_index())
+        self._index = new
+        for name in stale + [n for n, _ in parcels]:
+            self._delete_parcel(name)
+        removed = self._gc()
+        n_fail = sum(1 for _, a in parcels if a.get("kind") == "failure")
+        return {"videos": len(puts) - len(bad), "failures": n_fail, "rejected": len(bad),
+                "segment": seg if seg_arrays else None, "segments_removed": removed}
+
+    def _apply(self, idx: dict, parcels, placed, seg: str, bad: set[str]) -> None:
+        for pname, a in parcels:
+            if a.get("kind") == "failure":
+                f = a["failure"]
+                idx["failures"][f["id"]] = f
+                continue
+            meta = a["meta"]
+            vid = meta["id"]
+            if pname in bad:
+                idx["failures"][vid] = {"id": vid, "stage": "store", "source": meta.get("source", ""),
+                                        "reason": "staged arrays failed their checksum; re-extract",
+                                        "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                continue
+            entry = idx["videos"].get(vid)
+            if entry is None or a["replace"]:
+                entry = idx["videos"][vid] = {"meta": meta, "fields": {}}
+            entry["meta"] = meta
+            for field, rec in a["records"].items():
+                shared = {"stage": rec["stage"], "config": rec["config"], "versions": rec["versions"]}
+                rid = stable_hash(shared)
+                idx["records"].setdefault(rid, shared)
+                arr, start, stop = placed[(pname, field)]
+                entry["fields"][field] = {"seg": seg, "arr": arr, "start": start, "stop": stop,
+                                          "key": rec["key"], "upstream": rec["upstream"],
+                                          "rec": rid, "shape": rec["shape"], "dtype": rec["dtype"],
+                                          "crc": rec["checksum"]}
+            idx["failures"].pop(vid, None)
+
+    def _gc(self) -> int:
+        used = {f["seg"] for e in self.index["videos"].values() for f in e["fields"].values()}
+        removed = 0
+        for seg in self._segments():
+            if seg not in used:
+                self._delete_segment(seg)
+                removed += 1
+        return removed
+
+    def remove(self, vids: Sequence[str]) -> None:
+        """Drop videos from the index (their rows become garbage); used by repair."""
+        with self.lock():
+            idx = self.index
+            for v in vids:
+                idx["videos"].pop(v, None)
+            self._save_index(idx)
+            self._gc()
+
+    # ---- checking ------------------------------------------------------------------------
+    def verify(self, expected_fields: Sequence[str] | None = None) -> list[str]:
+        problems = []
+        idx = self.index
+        expected = list(expected_fields if expected_fields is not None
+                        else idx["info"].get("fields", []))
+        segments = set(self._segments())
+        for vid in self.ids():
+            e = idx["videos"][vid]
+            n = e["meta"]["num_moments"]
+            missing = [f for f in expected if f not in e["fields"]]
+            if missing:
+                problems.append(f"{vid}: incomplete, missing {', '.join(missing)}")
+            for name, f in sorted(e["fields"].items()):
+                if f["seg"] not in segments:
+                    problems.append(f"{vid}/{name}: segment {f['seg']} is missing")
+                    continue
+                if f["stop"] - f["start"] != n or f["shape"][0] != n:
+                    problems.append(f"{vid}/{name}: {f['stop'] - f['start']} rows for {n} moments")
+                    continue
+                try:
+                    a = self._read_rows(f["seg"], f["arr"], f["start"], f["stop"])
+                except Exception as ex:  # a chunk that cannot even be decompressed
+                    problems.append(f"{vid}/{name}: unreadable ({' '.join(str(ex).split())})")
+                    continue
+                if checksum(a.astype(f["dtype"], copy=False)) != f["crc"]:
+                    problems.append(f"{vid}/{name}: checksum mismatch (stored {f['crc']}, "
+                                    f"read {checksum(a)})")
+        all_fields = sorted({n for e in idx["videos"].values() for n in e["fields"]})
+        for name in all_fields:
+            rids = {idx["videos"][v]["fields"][name]["rec"] for v in self.ids()
+                    if name in idx["videos"][v]["fields"]}
+            configs = {json.dumps(idx["records"][r]["config"], sort_keys=True) for r in rids}
+            if len(configs) > 1:
+                problems.append(f"(store): array {name!r} mixes {len(configs)} configs across videos")
+        if self._list_parcels():
+            problems.append(f"(store): {len(self._list_parcels())} staged parcels not committed "
+                            "(run `l2l store commit` or rerun extract)")
+        return problems
+
+    def versions(self) -> dict:
+        return library_versions()

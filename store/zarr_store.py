@@ -1,0 +1,165 @@
+"""The Zarr 3 backend (the default): a directory that plain ``zarr.open_group`` reads.
+
+Layout (see ``store/packed.py`` for the protocol)::
+
+    STORE/zarr.json                  root group; attributes["l2l"] = {schema_version, backend}
+    STORE/index/zarr.json            group whose attributes["l2l_index"] is the index (JSON):
+                                     videos -> meta + per-field {seg, arr, start, stop, key, crc}
+    STORE/segments/<gen>/<field>     immutable arrays, one per commit, rows of many videos,
+                                     chunks of ~4 MiB along the moment axis, zstd
+    STORE/staging/<parcel>/          one video's staged arrays (a zarr group), until commit
+
+Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
+
+The index document is replaced with an atomic rename of ``index/zarr.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .base import SCHEMA_VERSION, StoreError
+from .packed import CHUNK_BYTES, PackedStore, empty_index
+
+
+def _atomic_write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _group_doc(attrs: dict) -> dict:
+    return {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+
+
+class ZarrStore(PackedStore):
+    backend = "zarr"
+
+    @classmethod
+    def create(cls, path: Path) -> "ZarrStore":
+        import zarr
+        path = Path(path)
+        if (path / "zarr.json").exists():
+            return cls.open(path)
+        if path.exists() and any(path.iterdir()):
+            raise StoreError(f"{path}: exists and is not an l2l store (not empty)")
+        root = zarr.open_group(str(path), mode="w",
+                               attributes={"l2l": {"schema_version": SCHEMA_VERSION, "backend": "zarr"}})
+        root.create_group("segments")
+        root.create_group("staging")
+        root.create_group("index")
+        _atomic_write_json(path / "index" / "zarr.json", _group_doc({"l2l_index": empty_index("zarr")}))
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> "ZarrStore":
+        path = Path(path)
+        try:
+            root = json.loads((path / "zarr.json").read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: not a zarr store ({e.__class__.__name__})") from None
+        if "l2l" not in root.get("attributes", {}):
+            raise StoreError(f"{path}: a zarr group, but not an l2l store (no 'l2l' attribute)")
+        return cls(path)
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._arrays: dict[tuple[str, str], object] = {}
+
+    # ---- index ---------------------------------------------------------------------------
+    def _load_index(self) -> dict:
+        try:
+            doc = json.loads((self.path / "index" / "zarr.json").read_text())
+            return doc["attributes"]["l2l_index"]
+        except (OSError, ValueError, KeyError) as e:
+            raise StoreError(f"{self.path}: cannot read the index ({e})") from None
+
+    def _save_index(self, index: dict) -> None:
+        _atomic_write_json(self.path / "index" / "zarr.json", _group_doc({"l2l_index": index}))
+
+    def _lock_path(self) -> Path:
+        return self.path / "zarr.json"
+
+    # ---- parcels -------------------------------------------------------------------------
+    def _write_parcel(self, name: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
+        import zarr
+        staging = self.path / "staging"
+        tmp = staging / f".tmp-{name}"
+        g = zarr.open_group(str(tmp), mode="w", attributes={"l2l_parcel": attrs})
+        for field, a in arrays.items():
+            g.create_array(field, data=a, chunks=_chunks(a.shape, a.dtype))
+        os.replace(tmp, staging / name)          # atomic: the parcel appears whole or not at all
+
+    def _list_parcels(self) -> list[str]:
+        d = self.path / "staging"
+        return [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def _parcel_attrs(self, name: str) -> dict:
+        doc = json.loads((self.path / "staging" / name / "zarr.json").read_text())
+        return doc["attributes"]["l2l_parcel"]
+
+    def _parcel_array(self, name: str, field: str) -> np.ndarray:
+        import zarr
+        return zarr.open_array(str(self.path / "staging" / name / field), mode="r")[...]
+
+    def _delete_parcel(self, name: str) -> None:
+        shutil.rmtree(self.path / "staging" / name, ignore_errors=True)
+
+    # ---- segments ------------------------------------------------------------------------
+    def _write_segment(self, seg, arrays, index_fn) -> None:
+        import zarr
+        g = zarr.open_group(str(self.path / "segments" / seg), mode="w")
+        for arr, (shape, dtype, blocks) in arrays.items():
+            chunks = _chunks(shape, dtype)
+            z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks)
+            _write_rows(z, blocks, chunks[0])
+        self._save_index(index_fn())
+
+    def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray:
+        import zarr
+        key = (seg, arr)
+        z = self._arrays.get(key)
+        if z is None:
+            try:
+                z = self._arrays[key] = zarr.open_array(str(self.path / "segments" / seg / arr), mode="r")
+            except Exception as e:
+                raise StoreError(f"{self.path}: segment {seg}/{arr} cannot be opened ({e})") from None
+        return z[start:stop]
+
+    def _segments(self) -> list[str]:
+        d = self.path / "segments"
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _delete_segment(self, seg: str) -> None:
+        self._arrays = {k: v for k, v in self._arrays.items() if k[0] != seg}
+        shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
+
+
+def _chunks(shape, dtype) -> tuple[int, ...]:
+    row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows = max(1, min(max(shape[0], 1), CHUNK_BYTES // max(row, 1)))
+    return (rows, *shape[1:])
+
+
+def _write_rows(z, blocks, chunk_rows: int) -> None:
+    """Write row blocks in order, buffered so every write covers whole chunks."""
+    buf, buffered, pos = [], 0, 0
+    for b in blocks:
+        buf.append(b)
+        buffered += len(b)
+        if buffered >= chunk_rows:
+            cat = np.concatenate(buf)
+            whole = (len(cat) // chunk_rows) * chunk_rows
+            z[pos:pos + whole] = cat[:whole]
+            pos += whole
+            buf, buffered = [cat[whole:]], len(cat) - whole
+    if buffered:
+        z[pos:pos + buffered] = np.concatenate(buf)
