@@ -1,0 +1,71 @@
+"""``l2l extract``: run extraction stages over a data set into a feature store."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .common import DEVICE, fail, load_dataset, parse_sets
+
+
+@click.command()
+@click.option("--dataset", "dataset_name", required=True, help="Data-set adapter (see `l2l datasets`).")
+@click.option("--videos", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder holding the media files.")
+@click.option("--annotations", type=click.Path(path_type=Path), required=True,
+              help="The data set's annotation file (e.g. ActivityNet's v1.3 JSON).")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
+              help="Feature store to create or extend (a directory for zarr, *.h5 for hdf5).")
+@click.option("--subset", default=None, help="Only this subset (training, validation, testing).")
+@click.option("--limit", type=int, default=None, help="Only the first N videos.")
+@click.option("--stages", default="decode,spectrogram",
+              help="Comma-separated stages, in order (decode, spectrogram, teacher, features).")
+@click.option("--student", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Student checkpoint (file or train-student dir): adds the features stage.")
+@click.option("--teacher-weights", default=None,
+              help="'kinetics' (torchvision's cache) or a local checkpoint: adds the teacher stage.")
+@click.option("--set", "sets", multiple=True, metavar="STAGE.OPTION=VALUE",
+              help="Override a stage option, e.g. --set spectrogram.floor=1e-5 (repeatable).")
+@DEVICE
+@click.option("--workers", type=int, default=1, help="Parallel workers (a dask LocalCluster when > 1).")
+@click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead.")
+@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), default=None,
+              help="Store backend for a new store (default: from the path).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def extract(dataset_name, videos, annotations, store_path, subset, limit, stages, student,
+            teacher_weights, sets, device, workers, scheduler, backend, progress):
+    """Decode videos, compute spectrograms (and teacher / student features) into STORE.
+
+    Resumable: videos already complete with the same stage configs are skipped; failures are
+    recorded in the store (`l2l store info STORE --failures`) and the run goes on."""
+    from ..pipeline.extract import ConfigError, extract as run_extract, plan_stages
+    from ..store import StoreError
+
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    options = parse_sets(sets)
+    if teacher_weights is not None:
+        names += [] if "teacher" in names else ["teacher"]
+        options.setdefault("teacher", {})["weights"] = str(teacher_weights)
+    if student is not None:
+        names += [] if "features" in names else ["features"]
+        options.setdefault("features", {})["checkpoint"] = str(student)
+    dataset = load_dataset(dataset_name, videos, annotations)
+    try:
+        plan = plan_stages(names, options)
+        summary = run_extract(dataset, store_path, stages=plan, subset=subset, limit=limit,
+                              device=device, workers=workers, scheduler=scheduler,
+                              backend=backend, progress=progress,
+                              missing_reason=f"listed in {annotations} but not found in {videos}")
+    except (ConfigError, StoreError) as e:
+        fail(str(e))
+    for f in summary.failures[:20]:
+        click.echo(f"failed [{f.stage}] {f.reason}", err=True)
+    if len(summary.failures) > 20:
+        click.echo(f"... and {len(summary.failures) - 20} more (l2l store info {store_path} --failures)",
+                   err=True)
+    click.echo(summary.line())
+    sys.exit(0)
+
+
+commands = [extract]
