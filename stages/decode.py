@@ -148,7 +148,7 @@ def decode_video(path: os.PathLike | str, config: DecodeConfig = DecodeConfig())
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise DecodeError(path, f"cannot open: {_one_line(e)}") from None
+        raise DecodeError(path, f"cannot open (corrupt, truncated or not media): {_one_line(e)}") from None
     with container:
         if not container.streams.video:
             raise DecodeError(path, "no video stream")
@@ -233,6 +233,10 @@ def _declared_duration(container, vs) -> float | None:
 
 
 def _one_line(e: BaseException) -> str:
+    """FFmpeg's message without the errno and the repeated file name, on one line."""
+    import av
+    if isinstance(e, av.error.FFmpegError) and e.strerror:
+        return e.strerror
     return " ".join(str(e).split()) or type(e).__name__
 
 

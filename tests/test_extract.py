@@ -1,0 +1,126 @@
+"""`l2l extract` end to end on small real files: resume, failures, changed configs, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from l2l.cli.main import main
+from l2l.stages.decode import decode_video
+from l2l.stages.spectrogram import Spectrogram
+from l2l.store import open_store
+
+
+@pytest.fixture
+def activitynet_set(tmp_path, make_video):
+    """Five listed videos: three good (one silent), one truncated, one random bytes; plus one
+    listed but missing."""
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    make_video("videos/v_good1.mp4", frames=64, tone_hz=500.0)
+    make_video("videos/good2.mp4", frames=40, tone_hz=900.0)
+    make_video("videos/v_mute.mp4", frames=48, audio_rate=None)
+    full = make_video("full.mp4", frames=300, lossless=False)
+    data = full.read_bytes()
+    (vids / "v_trunc.mp4").write_bytes(data[: len(data) // 2])
+    (vids / "v_noise.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    db = {}
+    for vid, label in [("good1", "Run"), ("good2", "Swim"), ("mute", "Run"), ("trunc", "Swim"),
+                       ("noise", "Run"), ("gone", "Swim")]:
+        db[vid] = {"subset": "training", "duration": 2.0, "url": "",
+                   "annotations": [{"segment": [0.0, 1.0], "label": label}]}
+    ann = tmp_path / "activity_net.v1-3.min.json"
+    ann.write_text(json.dumps({"version": "VERSION 1.3", "database": db}))
+    return tmp_path, vids, ann
+
+
+def _extract(store, vids, ann, *extra):
+    r = CliRunner().invoke(main, ["extract", "--dataset", "activitynet", "--videos", str(vids),
+                                  "--annotations", str(ann), "--store", str(store),
+                                  "--no-progress", *extra])
+    return r
+
+
+def test_extract_failures_resume_and_verify(activitynet_set):
+    root, vids, ann = activitynet_set
+    store = root / "store"
+    r = _extract(store, vids, ann)
+    assert r.exit_code == 0, r.output
+    assert "done 3 / skipped 0 / failed 3" in r.output
+    st = open_store(store)
+    assert st.ids() == ["good1", "good2", "mute"]
+    fails = {f.id: f for f in st.failures()}
+    assert set(fails) == {"trunc", "noise", "gone"}
+    for f in fails.values():
+        assert "\n" not in f.reason and f.reason
+    assert fails["trunc"].reason == (f"{vids / 'v_trunc.mp4'}: cannot open (corrupt, truncated or "
+                                     "not media): Invalid data found when processing input")
+    assert str(vids / "v_noise.mp4") in fails["noise"].reason
+    assert "not found" in fails["gone"].reason
+    # the silent video is kept, flagged, with log-silence
+    m = st.meta("mute")
+    assert not m.has_audio and m.num_moments == 3
+    assert np.all(st.read("mute", ["logmel"])["logmel"] == np.float16(np.log(1e-6)))
+    # decode -> store -> read is exact
+    d = decode_video(vids / "v_good1.mp4")
+    got = st.read("good1", ["frames", "times", "logmel"])
+    assert np.array_equal(got["frames"], d["frames"]) and np.array_equal(got["times"], d["times"])
+    assert np.array_equal(got["logmel"], Spectrogram().run({"waveform": d["waveform"]})["logmel"])
+    assert st.meta("good1").labels == ("Run",)
+    r = CliRunner().invoke(main, ["store", "verify", str(store)])
+    assert r.exit_code == 0 and "OK (3 videos verified)" in r.output
+    # a second run skips everything done, and retries (and fails) the bad ones again
+    r = _extract(store, vids, ann)
+    assert "done 0 / skipped 3 / failed 3" in r.output, r.output
+
+
+def test_changed_spectrogram_setting_is_detected_and_recomputed(activitynet_set):
+    root, vids, ann = activitynet_set
+    store = root / "store"
+    _extract(store, vids, ann, "--limit", "3")                   # good1, good2, mute
+    before = open_store(store)
+    old_key = before.records("good1")["logmel"].key
+    old_frames_key = before.records("good1")["frames"].key
+    r = _extract(store, vids, ann, "--limit", "2", "--set", "spectrogram.floor=1e-3")
+    assert "done 2 / skipped 0" in r.output, r.output
+    st = open_store(store)
+    rec = st.records("good1")["logmel"]
+    assert rec.key != old_key and rec.config["floor"] == 1e-3
+    assert st.records("good1")["frames"].key == old_frames_key     # decode was not redone
+    assert st.read("good1", ["logmel"])["logmel"].min() >= np.float16(np.log(1e-3))
+    # the same setting again: everything skipped
+    r = _extract(store, vids, ann, "--limit", "2", "--set", "spectrogram.floor=1e-3")
+    assert "done 0 / skipped 2" in r.output
+    # "mute" still has the old setting: readers refuse to mix the two, verify reports it
+    with pytest.raises(Exception, match="different configs"):
+        st.read_many(["logmel"])
+    assert any("mixes 2 configs" in p for p in st.verify())
+    r = _extract(store, vids, ann, "--limit", "3", "--set", "spectrogram.floor=1e-3")
+    assert "done 1 / skipped 2" in r.output
+    assert open_store(store).read_many(["logmel"]).arrays["logmel"].shape[0] == 10
+
+
+def test_bad_options_and_annotations_are_one_line(activitynet_set, tmp_path):
+    root, vids, ann = activitynet_set
+    r = _extract(root / "s", vids, ann, "--set", "spectrogram.nope=1")
+    assert r.exit_code != 0 and "has no option nope" in r.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = _extract(root / "s", vids, bad)
+    assert r.exit_code != 0 and str(bad) in r.output and "invalid JSON" in r.output
+
+
+def test_store_info_and_hdf5_export_cli(activitynet_set):
+    root, vids, ann = activitynet_set
+    store = root / "store"
+    _extract(store, vids, ann)
+    r = CliRunner().invoke(main, ["store", "info", str(store)])
+    assert r.exit_code == 0 and "logmel" in r.output and "failures   3" in r.output
+    r = CliRunner().invoke(main, ["store", "export", str(store), str(root / "x.h5")])
+    assert r.exit_code == 0, r.output
+    h = open_store(root / "x.h5")
+    assert h.ids() == open_store(store).ids()
+    assert np.array_equal(h.read_many(["logmel"]).arrays["logmel"],
+                          open_store(store).read_many(["logmel"]).arrays["logmel"])

@@ -1,0 +1,148 @@
+"""The feature store: round trips, provenance, atomic commits, both backends, plain readers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from l2l.store import (ArrayRecord, Failure, StoreError, VideoMeta, create_store, export_store,
+                       open_store)
+
+
+def _meta(vid, n, subset="training"):
+    return VideoMeta(id=vid, labels=("a",), subset=subset, duration=n / 2, fps=30.0,
+                     num_moments=n, has_audio=True, source=f"/x/{vid}.mp4")
+
+
+def _rec(config=None):
+    return ArrayRecord(stage="s", config=config or {"type": "s", "k": 1}, key="key1",
+                       upstream={"source": "fp"}, versions={"numpy": np.__version__})
+
+
+def _fill(store, n_videos=4, seed=0):
+    rng = np.random.default_rng(seed)
+    data = {}
+    for i in range(n_videos):
+        n = 3 + 2 * i
+        arrays = {"logmel": rng.standard_normal((n, 101, 40)).astype(np.float16),
+                  "frames": rng.integers(0, 255, (n, 112, 112, 3), dtype=np.uint8)}
+        store.put(_meta(f"v{i}", n), dict(arrays), {k: _rec() for k in arrays})
+        data[f"v{i}"] = arrays
+    store.commit()
+    return data
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
+def test_round_trip_and_read_many(tmp_path, name):
+    st = create_store(tmp_path / name)
+    data = _fill(st)
+    st = open_store(tmp_path / name)
+    assert st.ids() == sorted(data)
+    for vid, arrays in data.items():
+        got = st.read(vid, ["logmel", "frames"])
+        assert all(np.array_equal(got[k], arrays[k]) for k in arrays)
+        assert st.records(vid)["logmel"].key == "key1"
+        assert st.records(vid)["logmel"].versions["numpy"] == np.__version__
+    b = st.read_many(["logmel"])
+    for i, vid in enumerate(b.ids):
+        assert np.array_equal(b.video(i, "logmel"), data[vid]["logmel"])
+    assert st.verify() == []
+
+
+def test_staged_puts_are_invisible_until_commit_and_never_doubled(tmp_path):
+    st = create_store(tmp_path / "s")
+    _fill(st, 2)
+    st.put(_meta("v9", 4), {"logmel": np.zeros((4, 101, 40), np.float16)}, {"logmel": _rec()})
+    assert "v9" not in open_store(tmp_path / "s").ids()
+    st.commit()
+    st.commit()                                             # idempotent
+    st2 = open_store(tmp_path / "s")
+    assert st2.ids() == ["v0", "v1", "v9"]
+    # a second put of the same video replaces, never duplicates
+    st2.put(_meta("v9", 4), {"logmel": np.ones((4, 101, 40), np.float16)}, {"logmel": _rec()})
+    st2.commit()
+    st3 = open_store(tmp_path / "s")
+    assert st3.ids() == ["v0", "v1", "v9"]
+    assert np.all(st3.read("v9", ["logmel"])["logmel"] == 1)
+    assert st3.verify() == []
+
+
+def test_mixed_configs_are_never_silently_mixed(tmp_path):
+    st = create_store(tmp_path / "s")
+    _fill(st, 2)
+    st.put(_meta("v0", 3), {"logmel": np.zeros((3, 101, 40), np.float16)},
+           {"logmel": _rec({"type": "s", "k": 2})})
+    st.commit()
+    with pytest.raises(StoreError, match="different configs"):
+        st.read_many(["logmel"])
+    assert any("mixes 2 configs" in p for p in st.verify())
+
+
+def test_failures_are_recorded_and_cleared_by_success(tmp_path):
+    st = create_store(tmp_path / "s")
+    st.record_failure(Failure(id="v0", stage="decode", reason="x.mp4: truncated\nmore"))
+    st.commit()
+    (f,) = st.failures()
+    assert f.id == "v0" and f.reason == "x.mp4: truncated more"
+    _fill(st, 1)
+    assert st.failures() == []
+
+
+def test_verify_names_the_video_with_a_corrupted_chunk(tmp_path):
+    st = create_store(tmp_path / "s")
+    _fill(st, 3)
+    entry = st.index["videos"]["v2"]["fields"]["logmel"]
+    chunk_dir = tmp_path / "s" / "segments" / entry["seg"] / entry["arr"] / "c"
+    chunks = sorted(p for p in chunk_dir.rglob("*") if p.is_file())
+    raw = bytearray(chunks[-1].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunks[-1].write_bytes(bytes(raw))
+    problems = open_store(tmp_path / "s").verify()
+    assert problems and any(p.startswith("v2/logmel") for p in problems)
+
+
+def test_plain_zarr_opens_the_store_without_l2l(tmp_path):
+    st = create_store(tmp_path / "s")
+    data = _fill(st, 2)
+    code = f"""
+import json, sys, zarr, numpy as np
+g = zarr.open_group({str(tmp_path / 's')!r}, mode="r")
+index = g["index"].attrs["l2l_index"]
+f = index["videos"]["v1"]["fields"]["logmel"]
+a = g["segments"][f["seg"]][f["arr"]][f["start"]:f["stop"]]
+np.save(sys.argv[1], a)
+assert not any(m == "l2l" or m.startswith("l2l.") for m in sys.modules), "l2l imported"
+print(g.attrs["l2l"]["schema_version"])
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npy")], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+    assert np.array_equal(np.load(tmp_path / "a.npy"), data["v1"]["logmel"])
+
+
+def test_hdf5_export_opens_with_plain_h5py_and_holds_the_same_numbers(tmp_path):
+    st = create_store(tmp_path / "s")
+    data = _fill(st, 3)
+    st.set_info("classes", ["a", "b"])
+    export_store(st, tmp_path / "e.h5")
+    with h5py.File(tmp_path / "e.h5", "r") as f:
+        index = json.loads(f["l2l_index"][()].tobytes())
+        assert index["info"]["classes"] == ["a", "b"]
+        for vid, arrays in data.items():
+            for name, a in arrays.items():
+                e = index["videos"][vid]["fields"][name]
+                assert np.array_equal(f["segments"][e["seg"]][e["arr"]][e["start"]:e["stop"]], a)
+    assert open_store(tmp_path / "e.h5").verify() == []
+
+
+def test_not_a_store_is_one_clear_error(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(StoreError, match="not a zarr store"):
+        open_store(tmp_path / "x")
+    with pytest.raises(StoreError, match="no such store"):
+        open_store(tmp_path / "nope")
