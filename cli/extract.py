@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from .common import DEVICE, fail, load_dataset, parse_sets
+from .common import DATASET, DATASET_OPTION, DEVICE, fail, load_dataset, parse_options, parse_sets
 
 
 @click.command()
-@click.option("--dataset", "dataset_name", required=True, help="Data-set adapter (see `l2l datasets`).")
+@DATASET
+@DATASET_OPTION
 @click.option("--videos", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder holding the media files.")
 @click.option("--annotations", type=click.Path(path_type=Path), required=True,
@@ -33,7 +34,7 @@ from .common import DEVICE, fail, load_dataset, parse_sets
 @click.option("--backend", type=click.Choice(["zarr", "hdf5"]), default=None,
               help="Store backend for a new store (default: from the path).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def extract(dataset_name, videos, annotations, store_path, subset, limit, stages, student,
+def extract(dataset_name, dataset_options, videos, annotations, store_path, subset, limit, stages, student,
             teacher_weights, sets, device, workers, scheduler, backend, progress):
     """Decode videos, compute spectrograms (and teacher / student features) into STORE.
 
@@ -50,7 +51,7 @@ def extract(dataset_name, videos, annotations, store_path, subset, limit, stages
     if student is not None:
         names += [] if "features" in names else ["features"]
         options.setdefault("features", {})["checkpoint"] = str(student)
-    dataset = load_dataset(dataset_name, videos, annotations)
+    dataset = load_dataset(dataset_name, videos, annotations, parse_options(dataset_options))
     try:
         plan = plan_stages(names, options)
         summary = run_extract(dataset, store_path, stages=plan, subset=subset, limit=limit,

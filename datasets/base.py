@@ -2,7 +2,8 @@
 
 Adapters (one module each: ``activitynet``, ``kinetics_sounds``, ``ucf101``, ``mini_sports1m``,
 ``synthetic``) turn an official annotation format into ``VideoRecord``s and register themselves
-under their ``--dataset`` name.  They never decode media.
+under their ``--dataset`` name (``load_dataset(name, ...)`` imports the adapter on first use).
+They read annotation files only; ``mini_sports1m`` alone opens containers, for their duration.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Dataset:
     name: str
     classes: tuple[str, ...]     # the taxonomy, in a fixed order (class index = position)
     videos: tuple[VideoRecord, ...]
+    skipped: int = 0             # annotation entries the adapter ignored on purpose (e.g. other classes)
 
     def subset(self, subset: str | None) -> "Dataset":
         if subset is None:

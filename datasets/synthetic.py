@@ -23,13 +23,14 @@ fixes every pixel and sample; encoding is single-threaded and bit-exact, so file
   without class colour or sound).  So no single cue outside the evidence segments gives the class
   away reliably, and a few uniformly picked moments often miss the evidence, while a model that
   previews the whole video can find it.
-- Splits: per class, the first ``round(val_fraction * videos_per_class)`` videos are
-  "validation", the rest "training" (no "testing" subset).
+- Splits: per class, the first ``val_fraction`` of the videos (rounded, at least one and never all
+  when a class has two or more) are "validation", the rest "training" (no "testing" subset).
+- Class names are "<colour> <shape>" (e.g. "red disc"); like ActivityNet's, they index in sorted order.
 
 Media: H.264 (libx264, yuv420p, a keyframe every ``gop_seconds``, no scene-cut keyframes) at
 ``fps`` and ``size`` (width, height); AAC mono at ``audio_rate`` Hz; audio and video have the same
 length.  Videos are rendered in ``workers`` processes.  The default set (5 classes x 10 videos of
-20-40 s, 160x120, 30 fps) takes roughly 20 s on 2 cores.
+20-40 s, 160x120, 30 fps, 18 MB) takes about 30 s on 2 cores.
 
 This module makes and lists the synthetic set; it does not decode or extract features.
 """
@@ -255,7 +256,8 @@ def _render(cfg: SyntheticConfig, index: int, label: int, path: str) -> dict:
         for pkt in aus.encode():
             out.mux(pkt)
     os.replace(tmp, path)
-    return {"duration": plan["duration"], "events": plan["events"]}
+    named = [(kind, SHAPES[arg] if kind == "visual" else names[arg], s, e) for kind, arg, s, e in plan["events"]]
+    return {"duration": plan["duration"], "events": named}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,8 +266,10 @@ class SyntheticSet:
     root: Path
     videos_dir: Path
     annotations: Path
-    classes: tuple[str, ...]
-    events: dict  # video id -> [(kind, class-or-shape index, start, end), ...] incl. distractors
+    classes: tuple[str, ...]  # sorted, as the activitynet parser orders them
+    # video id -> [(kind, name, start s, end s), ...]: kind "evidence" (name = the video's class),
+    # "audio" (name = the class whose sound it is) or "visual" (name = the grey shape)
+    events: dict
 
 
 def make_synthetic(
@@ -302,7 +306,9 @@ def make_synthetic(
     root = Path(out_dir)
     videos_dir = root / VIDEOS_DIR
     videos_dir.mkdir(parents=True, exist_ok=True)
-    n_val = int(round(val_fraction * videos_per_class))
+    n_val = int(val_fraction * videos_per_class + 0.5)
+    if val_fraction > 0 and videos_per_class >= 2:
+        n_val = min(max(n_val, 1), videos_per_class - 1)   # both subsets non-empty
     jobs = []   # (index, id, label, subset)
     for k in range(classes):
         for i in range(videos_per_class):
@@ -329,11 +335,12 @@ def make_synthetic(
         r = results[vid]
         records.append(VideoRecord(id=vid, path=None, labels=(names[k],), subset=subset,
                                    duration=round(r["duration"], 3)))
-        segments[vid] = [(s, e, names[k]) for kind, _, s, e in r["events"] if kind == "evidence"]
+        segments[vid] = [(s, e, name) for kind, name, s, e in r["events"] if kind == "evidence"]
         events[vid] = r["events"]
     ann = write_activitynet_json(root / ANNOTATION_FILE, records, segments, classes=names,
                                  resolution=f"{cfg.size[0]}x{cfg.size[1]}", url="synthetic://")
-    return SyntheticSet(root=root, videos_dir=videos_dir, annotations=ann, classes=names, events=events)
+    return SyntheticSet(root=root, videos_dir=videos_dir, annotations=ann, classes=tuple(sorted(names)),
+                        events=events)
 
 
 @register("synthetic")

@@ -5,4 +5,4 @@
 features).  Importing this package registers them all; torch is imported only when a stage runs.
 """
 from .base import STAGES, Stage, stable_hash  # noqa: F401
-from . import decode, spectrogram  # noqa: F401  (registration)
+from . import decode, features, spectrogram, teacher  # noqa: F401  (registration)
