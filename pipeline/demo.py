@@ -1,0 +1,88 @@
+"""The demo: the commands a user runs, in order, on a small synthetic data set.
+
+``demo_commands`` returns them as argument lists (so the README, the tests and ``l2l demo`` show
+exactly the same thing); ``run_demo`` runs them in this process, one after another, printing each
+as a shell line first.  Its defaults are sized for a 2-core CPU machine with no GPU (under ten
+minutes); ``scale`` makes the data set and the training larger.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    classes: int = 4
+    videos_per_class: int = 8
+    duration: tuple[float, float] = (20.0, 30.0)
+    seed: int = 0
+    student_epochs: int = 3
+    student_moments: int = 600        # moments drawn per student epoch
+    student_batch: int = 32
+    student_lr: float = 0.05
+    skim_epochs: int = 30
+    skim_batch: int = 16
+    skim_lr: float = 0.01
+    steps: int = 3                    # T: the demo compares skim and uniform at 3 moments
+    device: str = "auto"
+
+
+def demo_commands(out: Path, c: DemoConfig = DemoConfig()) -> list[list[str]]:
+    out = Path(out)
+    data, store = out / "data", out / "store"
+    videos, ann = data / "videos", data / "annotations.json"
+    student, skim, ev = out / "student", out / "skim", out / "eval"
+    extract = ["extract", "--dataset", "synthetic", "--videos", str(videos), "--annotations", str(ann),
+               "--store", str(store), "--device", c.device]
+    return [
+        ["make-synthetic", str(data), "--classes", str(c.classes), "--videos-per-class",
+         str(c.videos_per_class), "--duration-min", str(c.duration[0]), "--duration-max",
+         str(c.duration[1]), "--seed", str(c.seed)],
+        extract,
+        ["train-student", "--store", str(store), "--out", str(student), "--objective", "classify",
+         "--epochs", str(c.student_epochs), "--max-moments", str(c.student_moments),
+         "--batch-size", str(c.student_batch), "--lr", str(c.student_lr), "--device", c.device,
+         "--seed", str(c.seed)],
+        extract + ["--student", str(student)],
+        ["train-skim", "--features", str(store), "--out", str(skim), "--student", str(student),
+         "--steps", str(c.steps), "--epochs", str(c.skim_epochs), "--batch-size", str(c.skim_batch),
+         "--lr", str(c.skim_lr), "--device", c.device],
+        ["visualize", "--features", str(store), "--checkpoint", str(skim), "--videos", str(videos),
+         "--id", "{first_validation_video}", "--out", str(ev / "montage.png")],
+        ["evaluate", "--features", str(store), "--checkpoint", str(skim), "--subset", "validation",
+         "--out", str(ev)],
+    ]
+
+
+def run_demo(out: Path, c: DemoConfig = DemoConfig(), echo: Callable[[str], None] = print) -> Path:
+    """Run every demo command; returns the path of ``report.md``."""
+    from ..cli.main import main
+
+    out = Path(out)
+    t_all = time.perf_counter()
+    for argv in demo_commands(out, c):
+        if "{first_validation_video}" in argv:
+            argv = [a.replace("{first_validation_video}", _first_validation(out / "store")) for a in argv]
+        echo("$ l2l " + " ".join(shlex.quote(a) for a in argv))
+        t0 = time.perf_counter()
+        main.main(argv, prog_name="l2l", standalone_mode=False)
+        echo(f"  ({time.perf_counter() - t0:.0f} s)")
+    report = out / "eval" / "report.md"
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    m = metrics["methods"]
+    echo(f"skim {m['skim']['top1']:.1f}% vs uniform {m['uniform']['top1']:.1f}% top-1 at "
+         f"{m['skim']['steps']} moments; demo took {time.perf_counter() - t_all:.0f} s")
+    return report
+
+
+def _first_validation(store_path: Path) -> str:
+    from ..store import open_store
+    ids = open_store(store_path).ids("validation")
+    if not ids:
+        raise RuntimeError(f"{store_path}: no validation videos to visualise")
+    return ids[0]
