@@ -95,8 +95,12 @@ def plan_stages(names: Sequence[str], options: dict[str, dict[str, Any]] | None 
         if bad:
             raise ConfigError(f"stage {name!r} has no option {', '.join(bad)} "
                               f"(options: {', '.join(sorted(fields))})")
-        conf = dataclasses.replace(defaults, **{k: _coerce(v, getattr(defaults, k)) if isinstance(v, str)
-                                                 else v for k, v in opts.items()})
+        try:
+            conf = dataclasses.replace(defaults, **{k: _coerce(v, getattr(defaults, k))
+                                                     if isinstance(v, str) else v
+                                                     for k, v in opts.items()})
+        except (OSError, ValueError, RuntimeError) as e:   # e.g. a weights file that is not there
+            raise ConfigError(f"stage {name}: {' '.join(str(e).split())}") from None
         stage = cls(conf)
         missing = [i for i in stage.inputs if i not in produced]
         if missing:
@@ -210,6 +214,11 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     store = create_store(store_path, backend)
     store.commit()                                   # fold anything a crashed run left staged
     _record_store_info(store, dataset, stages)
+    for stage in stages:                             # load models once here: a missing weight
+        try:                                         # file stops the run with one line
+            _ensure_setup(stage, device)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"stage {stage.name}: {' '.join(str(e).split())}") from None
     videos = list(dataset.subset(subset).videos)
     if limit is not None:
         videos = videos[:limit]
@@ -238,6 +247,9 @@ def _record_store_info(store, dataset: Dataset, stages: Sequence[Stage]) -> None
     if info.get("classes") is None:
         store.set_info("dataset", dataset.name)
         store.set_info("classes", classes)
+    if "flops_per_moment" not in info:             # measured once, with torch's flop counter
+        from ..models.cost import flops_per_moment
+        store.set_info("flops_per_moment", flops_per_moment(num_classes=len(classes)))
     fields = list(dict.fromkeys(list(info.get("fields", [])) + stored_outputs(stages)))
     if fields != info.get("fields"):
         store.set_info("fields", fields)

@@ -24,15 +24,14 @@ from .base import Stage, register
 @dataclasses.dataclass(frozen=True)
 class FeaturesConfig:
     checkpoint: str = ""          # a student checkpoint file or a train-student --out folder
-    checkpoint_hash: str = ""     # its content hash; read from the checkpoint if empty
     dtype: str = "float16"        # stored dtype
-    batch_size: int = 64          # moments per forward pass
+    batch_size: int = 64          # moments per forward pass (at most the last bit changes)
     amp: bool = True              # mixed precision on CUDA (ignored on CPU)
+    # the checkpoint's content hash, always read from ``checkpoint`` (never copied by replace)
+    checkpoint_hash: str = dataclasses.field(default="", init=False)
 
     def __post_init__(self):
-        if not self.checkpoint:
-            raise ValueError("the features stage needs a student checkpoint (--student PATH)")
-        if not self.checkpoint_hash:
+        if self.checkpoint:
             from l2l.models.students import read_checkpoint_hash
             object.__setattr__(self, "checkpoint_hash", read_checkpoint_hash(self.checkpoint))
 
@@ -57,16 +56,19 @@ class Features(Stage):
     hash_exclude = ("checkpoint", "batch_size", "amp")
 
     def __init__(self, config: FeaturesConfig | None = None):
-        if config is None:
-            raise ValueError("the features stage needs a config with a student checkpoint")
         super().__init__(config)
         self.model = None
         self.device = None
+
+    def __getstate__(self):          # sent to workers without the loaded model
+        return {**self.__dict__, "model": None, "device": None}
 
     def setup(self, device: str = "cpu") -> None:
         """Load the student once; its content must still match ``checkpoint_hash``."""
         import torch
         from l2l.models.students import load_student
+        if not self.config.checkpoint:
+            raise ValueError("the features stage needs a student checkpoint (--student PATH)")
         model, info = load_student(self.config.checkpoint)
         if info["hash"] != self.config.checkpoint_hash:
             raise ValueError(f"{info['path']}: checkpoint hash {info['hash']} is not the "

@@ -24,20 +24,21 @@ from .decode import DecodeError, _one_line, frame_to_rgb
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
     weights: str = "kinetics"     # "kinetics", "random" (tests only) or a local state-dict path
-    weights_hash: str = ""        # identity of the weights; filled in from ``weights`` if empty
     num_classes: int = 400
     stride: int = 16              # the moment grid: every 16th decoded frame (as decode)
     size: int = 112
     clip_len: int = 16
     step: int = 2                 # every other frame
     dtype: str = "float16"        # stored dtype
-    batch_size: int = 8           # clips per forward pass (does not change the numbers)
+    batch_size: int = 8           # clips per forward pass (at most the last bit changes)
+    # identity of the weights ("kinetics400_v1", "random" or a file's sha256), always derived
+    # from ``weights`` (never copied by dataclasses.replace)
+    weights_hash: str = dataclasses.field(default="", init=False)
 
     def __post_init__(self):
-        if not self.weights_hash:
-            from l2l.models.teacher import weights_fingerprint
-            w = None if self.weights == "random" else self.weights
-            object.__setattr__(self, "weights_hash", weights_fingerprint(w))
+        from l2l.models.teacher import weights_fingerprint
+        w = None if self.weights == "random" else self.weights
+        object.__setattr__(self, "weights_hash", weights_fingerprint(w))
 
 
 def teacher_clips(path, *, stride: int = 16, size: int = 112, clip_len: int = 16,
@@ -97,6 +98,9 @@ class TeacherStage(Stage):
         super().__init__(config)
         self.model = None
         self.device = None
+
+    def __getstate__(self):          # sent to workers without the loaded model
+        return {**self.__dict__, "model": None, "device": None}
 
     def setup(self, device: str = "cpu") -> None:
         from l2l.models.teacher import teacher, weights_fingerprint

@@ -1,0 +1,123 @@
+"""The features stage (student over stored moments) and the teacher stage (clips -> R(2+1)D-18):
+determinism, independence from the other videos, cache keys, and the teacher clip grid."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from l2l.models.students import build_student, save_student
+from l2l.models.teacher import normalise_clips, teacher
+from l2l.stages.decode import decode_video
+from l2l.stages.features import Features, FeaturesConfig
+from l2l.stages.teacher import TeacherConfig, TeacherStage, teacher_clips
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = build_student(num_classes=3)
+        m.train()       # give BN non-trivial running statistics
+        with torch.no_grad():
+            m(torch.randint(0, 256, (4, 112, 112, 3), dtype=torch.uint8), torch.randn(4, 101, 40) - 5)
+        save_student(m, d / f"s{seed}" / "student.pt", config={"seed": seed}, classes=["a", "b", "c"])
+        out.append(d / f"s{seed}")
+    return out
+
+
+def moments(seed: int, n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"frames": rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8),
+            "logmel": rng.normal(-6, 2, (n, 101, 40)).astype(np.float16)}
+
+
+def test_features_shapes_and_match_the_model(checkpoints):
+    stage = Features(FeaturesConfig(checkpoint=str(checkpoints[0]), batch_size=4))
+    x = moments(0, 5)
+    out = stage.run(x)
+    for k in ("image", "audio", "imageaudio"):
+        assert out[k].shape == (5, 512) and out[k].dtype == np.float16
+    with torch.no_grad():
+        ref = stage.model(torch.from_numpy(x["frames"]), torch.from_numpy(x["logmel"]).float())
+    for k in out:
+        assert np.allclose(out[k].astype(np.float32), ref[k].numpy(), rtol=2e-3, atol=2e-3), k
+
+
+def test_features_deterministic_and_independent_of_other_videos(checkpoints):
+    a, b = moments(1, 5), moments(2, 3)
+    cfg = FeaturesConfig(checkpoint=str(checkpoints[0]), batch_size=4)
+    alone = Features(cfg).run(a)
+    again = Features(cfg).run(a)               # a fresh process-like load
+    many = Features(cfg)
+    among = [many.run(v) for v in (b, a)][1]   # after another video, in the same process
+    for k in alone:
+        assert np.array_equal(alone[k], again[k]), k
+        assert np.array_equal(alone[k], among[k]), k
+    assert not np.array_equal(alone["image"][0], alone["image"][1])    # not a constant output
+
+
+def test_features_cache_key_follows_the_checkpoint_content(checkpoints, tmp_path):
+    s0 = Features(FeaturesConfig(checkpoint=str(checkpoints[0])))
+    s1 = Features(FeaturesConfig(checkpoint=str(checkpoints[1])))
+    assert s0.config_hash != s1.config_hash
+    assert s0.config_dict()["checkpoint_hash"] in s0.config_dict().values()
+    moved = tmp_path / "copy.pt"
+    shutil.copy(checkpoints[0] / "student.pt", moved)
+    same = Features(FeaturesConfig(checkpoint=str(moved), batch_size=7))
+    assert same.config_hash == s0.config_hash             # path and batch size are not the numbers
+    # dataclasses.replace (how the pipeline applies --student) re-reads the hash
+    swapped = dataclasses.replace(s0.config, checkpoint=str(checkpoints[1]))
+    assert swapped.checkpoint_hash == s1.config.checkpoint_hash
+    # a checkpoint replaced after the config was made is refused at setup
+    shutil.copy(checkpoints[1] / "student.pt", moved)
+    with pytest.raises(ValueError, match="is not the configured"):
+        same.setup("cpu")
+
+
+def test_features_bad_inputs(checkpoints):
+    stage = Features(FeaturesConfig(checkpoint=str(checkpoints[0])))
+    x = moments(0, 2)
+    with pytest.raises(ValueError, match=r"frames must be \(N, 112, 112, 3\) uint8"):
+        stage.run({"frames": x["frames"][:, :64], "logmel": x["logmel"]})
+    with pytest.raises(ValueError, match="2 frames but 1 log-mel"):
+        stage.run({"frames": x["frames"], "logmel": x["logmel"][:1]})
+    with pytest.raises(ValueError, match="--student"):
+        Features(FeaturesConfig()).setup("cpu")
+
+
+# ---- teacher stage ----------------------------------------------------------------------------
+def test_teacher_clips_follow_the_moment_grid(make_video):
+    # frame i has red = 5 i (lossless), so each clip frame names its source frame
+    path = make_video("t.mp4", frames=50, audio_rate=None)
+    clips = list(teacher_clips(path))
+    assert len(clips) == len(decode_video(path)["times"]) == 4           # moments 0, 16, 32, 48
+    for m, clip in enumerate(clips):
+        assert clip.shape == (16, 112, 112, 3) and clip.dtype == np.uint8
+        got = [int(round(f[..., 0].mean() / 5)) for f in clip]
+        assert got == [min(16 * m + 2 * k, 49) for k in range(16)]        # last frame repeated
+
+
+def test_teacher_stage_outputs_match_the_model(make_video, tmp_path):
+    path = make_video("t.mp4", frames=20, audio_rate=None)
+    torch.manual_seed(0)
+    t = teacher()
+    w = tmp_path / "teacher.pt"
+    torch.save(t.state_dict(), w)
+    cfg = TeacherConfig(weights=str(w), clip_len=8, size=56, batch_size=1)   # small: fast on CPU
+    stage = TeacherStage(cfg)
+    out = stage.run({}, source=path)
+    assert out["teacher"].shape == (2, 512) and out["teacher"].dtype == np.float16
+    assert out["teacher_logits"].shape == (2, 400) and out["teacher_logits"].dtype == np.float16
+    clips = np.stack(list(teacher_clips(path, size=56, clip_len=8)))
+    with torch.no_grad():
+        d, lg = t(normalise_clips(torch.from_numpy(clips)))
+    assert np.allclose(out["teacher"], d.numpy(), rtol=2e-3, atol=2e-3)
+    assert np.allclose(out["teacher_logits"], lg.numpy(), rtol=2e-3, atol=2e-3)
+    assert cfg.weights_hash not in ("", "random", "kinetics400_v1")
+    assert TeacherStage(TeacherConfig(weights="random")).config_hash != stage.config_hash
