@@ -1,8 +1,9 @@
 """IMGAUD-SKIMMING: the network that previews a video's cheap per-moment features and picks the
 moments worth looking at (METHOD.md section 3, supplementary D and G).
 
-This file is the network and its factory only: no data loading, no training loop (see
-``training/skim.py``), no baselines or metrics (see ``evaluation/``).
+This file is the network, its factory and ``load_skim`` (the checkpoint ``train-skim``
+writes): no data loading, no training loop (see ``training/skim.py``), no baselines or metrics
+(see ``evaluation/``).
 
 Shapes used throughout: B videos, N moments (padded), D = 512 feature size, H = 1024 LSTM size,
 C classes, k steps actually run (k <= T).  Banks are float32 (B, N, D); ``mask`` is bool (B, N),
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -35,6 +37,12 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 INDEXING = ("audiovisual", "visual", "single")
+CHECKPOINT = "checkpoint.pt"          # what train-skim writes in its --out folder
+FORMAT = "l2l-skim/1"
+
+
+class SkimError(RuntimeError):
+    """A store, student or checkpoint that does not fit; the message says why in one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,3 +271,31 @@ def skim_from_student(student: nn.Module, **kwargs) -> SkimNet:
     in_embedding = not single or tuple(kwargs.get("features") or ("imageaudio",)) == ("imageaudio",)
     classifier = copy.deepcopy(student.classifier) if in_embedding else None
     return build_skim(num_classes=num_classes, fusion=fusion, classifier=classifier, **kwargs)
+
+
+def load_skim(path) -> tuple[SkimNet, dict]:
+    """The skim model saved by ``train_skim`` (a file or its --out folder), in eval mode, and
+    the checkpoint dict (config, train_config, classes, head, student, ...)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise SkimError(f"{path}: no skim checkpoint (train-skim writes {CHECKPOINT})")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SkimError(f"{path}: not a skim checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise SkimError(f"{path}: not a skim checkpoint (no {FORMAT} format tag)")
+    cfg = SkimConfig.from_dict(ck["config"])
+    recognizer = None
+    if ck.get("recognizer"):
+        recognizer = torch.nn.Linear(ck["recognizer"]["dim"], cfg.num_classes)
+    model = build_skim(num_classes=cfg.num_classes, indexing=cfg.indexing,
+                       features=cfg.features, steps=cfg.steps, recognizer=recognizer)
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except RuntimeError as e:
+        raise SkimError(f"{path}: weights do not fit its config ({str(e).splitlines()[0]})") from None
+    ck["path"] = str(path)
+    return model.eval(), ck

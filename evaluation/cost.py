@@ -1,0 +1,118 @@
+"""GFLOPs per video for skimming and the baselines (METHOD.md section 4).
+
+cost = (moments whose index features were computed) x (their per-moment cost)
+     + skimming cost (the skim network, counted by torch's flop counter)
+     + (chosen moments) x (recognition cost per moment).
+
+What is here: the per-moment costs (from the store's ``flops_per_moment``, or counted on the
+meta device when the store has none), the skim network's cost as a function of the number of
+moments it sees, and the per-method formulas.  What is not: accuracy, plots.
+
+Units: FLOPs as ``torch.utils.flop_counter`` counts them (a multiply-add is 2; matrix products
+and convolutions only); the per-video figures are returned in GFLOPs (1e9 FLOPs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# per-moment models needed to compute one bank of the store
+BANK_MODELS = {"image": ("image_trunk",), "audio": ("audio_trunk",),
+               "imageaudio": ("image_trunk", "audio_trunk", "fusion"), "teacher": ("teacher",)}
+
+
+def per_moment_costs(store_info: Mapping, *, num_classes: int) -> tuple[dict[str, int], str]:
+    """FLOPs per moment of each model, and where they came from.  Taken from the store's
+    ``flops_per_moment`` when present, else counted (weights do not change FLOPs) with
+    ``l2l.models.cost.flops_per_moment`` on a fresh student and teacher."""
+    got = dict(store_info.get("flops_per_moment") or {})
+    if all(k in got for k in ("image_trunk", "audio_trunk", "fusion", "classifier")):
+        return {k: int(v) for k, v in got.items()}, "store"
+    from l2l.models.cost import flops_per_moment
+    counted = flops_per_moment(num_classes=num_classes, teacher=True)
+    return {**counted, **{k: int(v) for k, v in got.items()}}, "counted"
+
+
+def bank_cost(costs: Mapping[str, int], bank: str) -> int:
+    """FLOPs to compute one moment of ``bank``."""
+    if bank not in BANK_MODELS:
+        raise ValueError(f"no per-moment cost known for bank {bank!r} (known: {sorted(BANK_MODELS)})")
+    missing = [m for m in BANK_MODELS[bank] if m not in costs]
+    if missing:
+        raise ValueError(f"the store's flops_per_moment lacks {missing} (needed for {bank!r})")
+    return sum(int(costs[m]) for m in BANK_MODELS[bank])
+
+
+def count_flops(fn) -> int:
+    """FLOPs of calling ``fn()`` (no gradients)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return int(counter.get_total_flops())
+
+
+@dataclasses.dataclass(frozen=True)
+class SkimCost:
+    """The skim network's FLOPs on a video of n (computed) moments: ``base + per_moment * n``
+    (every term is either independent of n or linear in it: keys and the soft indexing are
+    linear, the LSTM, queries, Psi and classifier are not touched by n)."""
+    base: float
+    per_moment: float
+
+    def __call__(self, n) -> np.ndarray:
+        return self.base + self.per_moment * np.asarray(n, float)
+
+
+def skim_flops(model, n: int, *, steps: int | None = None, aggregated: bool = True) -> int:
+    """Measured FLOPs of one skim forward on one video of n moments."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    banks = [torch.rand(1, n, model.config.dim, device=dev) for _ in model.config.features]
+    mask = torch.ones(1, n, dtype=torch.bool, device=dev)
+    try:
+        return count_flops(lambda: model(banks, mask, steps=steps, aggregated=aggregated))
+    finally:
+        model.train(was)
+
+
+def skim_cost(model, *, steps: int | None = None, aggregated: bool = True) -> SkimCost:
+    """Fit ``SkimCost`` from two measured lengths (exact, the cost being affine in n)."""
+    k = model.config.steps if steps is None else steps
+    n1, n2 = max(2 * k, 16), max(2 * k, 16) + 64
+    f1 = skim_flops(model, n1, steps=k, aggregated=aggregated)
+    f2 = skim_flops(model, n2, steps=k, aggregated=aggregated)
+    slope = (f2 - f1) / (n2 - n1)
+    return SkimCost(base=f1 - slope * n1, per_moment=slope)
+
+
+def computed_moments(lengths: np.ndarray, stride: int) -> np.ndarray:
+    """Moments whose index features exist at subsampling factor ``stride``: ceil(N / s)."""
+    return -(-np.asarray(lengths) // stride)
+
+
+def skim_gflops(lengths: np.ndarray, *, index_cost: float, skim: SkimCost, stride: int = 1,
+                chosen: np.ndarray | None = None, recognition_cost: float = 0.0) -> np.ndarray:
+    """Per video GFLOPs of skimming: index features of the computed moments, the skim network
+    on them, and (``chosen`` moments) x ``recognition_cost`` when another classifier
+    recognises the picked moments (0 when the skim model's own classifier does, its cost
+    being part of the skim network's)."""
+    n = computed_moments(lengths, stride)
+    total = n * index_cost + skim(n)
+    if chosen is not None:
+        total = total + np.asarray(chosen) * recognition_cost
+    return total / 1e9
+
+
+def sampled_gflops(n_used: np.ndarray, *, moment_cost: float) -> np.ndarray:
+    """Per video GFLOPs of a baseline that runs the student (features + Psi + classifier) on
+    ``n_used`` moments."""
+    return np.asarray(n_used, float) * moment_cost / 1e9
+
+
+def gmacs(flops: float) -> float:
+    return flops / 2e9 if math.isfinite(flops) else flops
