@@ -28,11 +28,5 @@ def main() -> None:
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as e:  # a command module not written yet
-        if e.name != _name:
-            raise
-        continue
-    for _cmd in _mod.commands:
+    for _cmd in importlib.import_module(_name).commands:
         main.add_command(_cmd)

@@ -53,7 +53,7 @@ def demo_commands(out: Path, c: DemoConfig = DemoConfig()) -> list[list[str]]:
          "--steps", str(c.steps), "--epochs", str(c.skim_epochs), "--batch-size", str(c.skim_batch),
          "--lr", str(c.skim_lr), "--device", c.device],
         ["visualize", "--features", str(store), "--checkpoint", str(skim), "--videos", str(videos),
-         "--id", "{first_validation_video}", "--out", str(ev / "montage.png")],
+         "--id", "{first_validation_video}", "--out", str(out / "picks.png")],
         ["evaluate", "--features", str(store), "--checkpoint", str(skim), "--subset", "validation",
          "--out", str(ev)],
     ]
