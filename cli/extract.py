@@ -1,7 +1,6 @@
 """``l2l extract``: run extraction stages over a data set into a feature store."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -66,7 +65,6 @@ def extract(dataset_name, dataset_options, videos, annotations, store_path, subs
         click.echo(f"... and {len(summary.failures) - 20} more (l2l store info {store_path} --failures)",
                    err=True)
     click.echo(summary.line())
-    sys.exit(0)
 
 
 commands = [extract]

@@ -21,11 +21,11 @@ class DemoConfig:
     videos_per_class: int = 8
     duration: tuple[float, float] = (20.0, 30.0)
     seed: int = 0
-    student_epochs: int = 3
-    student_moments: int = 600        # moments drawn per student epoch
+    student_epochs: int = 2
+    student_moments: int = 640        # moments drawn per student epoch
     student_batch: int = 32
     student_lr: float = 0.05
-    skim_epochs: int = 30
+    skim_epochs: int = 15
     skim_batch: int = 16
     skim_lr: float = 0.01
     steps: int = 3                    # T: the demo compares skim and uniform at 3 moments
@@ -46,8 +46,8 @@ def demo_commands(out: Path, c: DemoConfig = DemoConfig()) -> list[list[str]]:
         extract,
         ["train-student", "--store", str(store), "--out", str(student), "--objective", "classify",
          "--epochs", str(c.student_epochs), "--max-moments", str(c.student_moments),
-         "--batch-size", str(c.student_batch), "--lr", str(c.student_lr), "--device", c.device,
-         "--seed", str(c.seed)],
+         "--batch-size", str(c.student_batch), "--lr", str(c.student_lr),
+         "--milestones", str(c.student_epochs), "--device", c.device, "--seed", str(c.seed)],
         extract + ["--student", str(student)],
         ["train-skim", "--features", str(store), "--out", str(skim), "--student", str(student),
          "--steps", str(c.steps), "--epochs", str(c.skim_epochs), "--batch-size", str(c.skim_batch),
