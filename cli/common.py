@@ -17,7 +17,7 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 
 
 def fail(message: str) -> None:
-    """Print one clear line and exit with status 2."""
+    """Print one clear line (``Error: ...``) and exit with status 1."""
     raise click.ClickException(" ".join(str(message).split()))
 
 

@@ -88,8 +88,15 @@ def repair(store):
     """Drop the videos `verify` finds broken; rerun `l2l extract` to redo exactly those."""
     st = _open(store)
     st.commit()
-    bad = sorted({p.split("/")[0].split(":")[0] for p in st.verify() if not p.startswith("(store)")})
-    bad = [b for b in bad if b in st.ids()]
+    # A problem starts with "<id>/<array>: " or "<id>: "; ids may themselves contain ':', so
+    # take the longest stored id that the problem starts with.
+    ids = set(st.ids())
+    bad = set()
+    for p in st.verify():
+        named = [p[:i] for i, c in enumerate(p) if c in "/:" and p[:i] in ids]
+        if named:
+            bad.add(max(named, key=len))
+    bad = sorted(bad)
     st.remove(bad)
     click.echo(f"dropped {len(bad)} video(s): {', '.join(bad) or '-'}; rerun `l2l extract` to redo them")
 

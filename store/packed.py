@@ -246,7 +246,13 @@ class PackedStore(Store):
             except Exception:                     # unreadable parcel: a torn write; drop it
                 stale.append(name)
         parcels.sort(key=lambda p: (p[1].get("seq", 0), p[0]))
-        puts = [(n, a) for n, a in parcels if a.get("kind") == "put"]
+        # A video staged twice (a task retried after its worker died past ``put``): a later
+        # replacing put makes the earlier ones moot, so their rows are not written at all.
+        last_replace = {a["meta"]["id"]: k for k, (_, a) in enumerate(parcels)
+                        if a.get("kind") == "put" and a.get("replace")}
+        superseded = {n for k, (n, a) in enumerate(parcels) if a.get("kind") == "put"
+                      and k < last_replace.get(a["meta"]["id"], -1)}
+        puts = [(n, a) for n, a in parcels if a.get("kind") == "put" and n not in superseded]
         gen = idx["generation"] + 1
         seg = f"{gen:06d}"
         # Plan rows: every (field, dtype, trailing shape) gets its own array in the segment.
@@ -268,7 +274,12 @@ class PackedStore(Store):
 
         def blocks(parts):
             for pname, field, crc in parts:
-                a = self._parcel_array(pname, field)
+                try:
+                    a = self._parcel_array(pname, field)
+                except Exception:     # unreadable (e.g. a chunk that no longer decompresses):
+                    arr, start, stop = placed[(pname, field)]      # reject it like a bad checksum,
+                    _, dtype, trail = plan[arr]["sig"]             # keeping the rows in place
+                    a, crc = np.zeros((stop - start, *trail), dtype), None
                 if checksum(a) != crc:
                     bad.add(pname)
                 yield a
@@ -281,7 +292,7 @@ class PackedStore(Store):
         # The index is written by the backend right after the segment, so apply updates lazily:
         # a generator cannot tell us about bad parcels before it ran, hence the callback.
         def finish_index() -> dict:
-            self._apply(new, parcels, placed, seg, bad)
+            self._apply(new, [p for p in parcels if p[0] not in superseded], placed, seg, bad)
             return new
         if seg_arrays:
             self._write_segment(seg, seg_arrays, finish_index)
@@ -293,6 +304,7 @@ class PackedStore(Store):
         removed = self._gc()
         n_fail = sum(1 for _, a in parcels if a.get("kind") == "failure")
         return {"videos": len(puts) - len(bad), "failures": n_fail, "rejected": len(bad),
+                "superseded": len(superseded),
                 "segment": seg if seg_arrays else None, "segments_removed": removed}
 
     def _apply(self, idx: dict, parcels, placed, seg: str, bad: set[str]) -> None:

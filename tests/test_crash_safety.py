@@ -1,0 +1,372 @@
+"""Crash safety (issue 7): kill -9 of the extract process at several points while it writes, then
+rerun: the store verifies, no video is partial, none is doubled, failures are listed once, what
+was committed before the kill is untouched, and the arrays equal those of an uninterrupted run.
+A corrupted chunk is found by ``l2l store verify`` (checksums), named by video, and ``l2l store
+repair`` + a rerun re-extracts exactly the affected videos.
+
+The kills are real SIGKILLs of a subprocess: the driver below runs ``extract`` with hooks that
+SIGKILL the process itself at an exact point of the store's write protocol (a parcel's rename,
+a segment's arrays, the index replacement, the parcel deletions), counted from the start of the
+run; one test kills ``l2l extract`` from outside once it has staged some parcels.  The driver
+runs the decode stage only (no torch import, so a subprocess starts in about a second); the
+store's protocol is the same for every field.  Killing a dask worker is covered in
+``test_distributed.py``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from l2l.cli.main import main
+from l2l.datasets.base import load_dataset
+from l2l.pipeline.extract import extract, plan_stages, process_video
+from l2l.store import create_store, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = [("a", 20), ("b", 40), ("c", 33), ("d", 64), ("e", 17), ("f", 50), ("g", 70), ("h", 30)]
+BAD = ("noise", "gone")                  # random bytes; listed but no file
+FIELDS = ["frames", "times", "frame_index"]
+
+DRIVER = textwrap.dedent("""
+    import json, os, signal, sys
+    from pathlib import Path
+    import l2l.pipeline.extract as ex
+    from l2l.datasets.base import load_dataset
+    from l2l.store import hdf5_store, packed, zarr_store
+
+    videos, ann, store, point, nth, log = sys.argv[1:7]
+    ex.COMMIT_EVERY = 3                  # periodic commits in the middle of the run
+    hits, state = {}, {"commit": False, "index_done": False}
+
+    def hit(name):
+        hits[name] = hits.get(name, 0) + 1
+        if name == point and hits[name] == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    class HookedOs:                      # ``os`` for the store modules, with hooks around renames
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def replace(self, src, dst):
+            parcel = Path(src).name.startswith(".tmp-")
+            index = state["commit"] and not parcel and not state["index_done"]
+            hit("parcel" if parcel else "index" if index else "other")
+            os.replace(src, dst)
+            if index:
+                state["index_done"] = True
+                hit("after-index")
+
+    zarr_store.os = hdf5_store.os = HookedOs()
+
+    commit_locked = packed.PackedStore._commit_locked
+    def hooked_commit(self):
+        if not self._list_parcels():
+            return commit_locked(self)
+        state.update(commit=True, index_done=False)
+        try:
+            return commit_locked(self)
+        finally:
+            state["commit"] = False
+    packed.PackedStore._commit_locked = hooked_commit
+
+    write_rows = zarr_store._write_rows
+    def hooked_rows(z, blocks, chunk_rows):
+        hit("segment")                   # the segment's earlier arrays are written, this one not
+        return write_rows(z, blocks, chunk_rows)
+    zarr_store._write_rows = hooked_rows
+
+    for cls in (zarr_store.ZarrStore, hdf5_store.HDF5Store):
+        def hooked_delete(self, name, _orig=cls._delete_parcel):
+            hit("delete")
+            _orig(self, name)
+        cls._delete_parcel = hooked_delete
+
+    put = packed.PackedStore.put
+    def logged_put(self, meta, *args, **kw):       # a video's work is finished once put returns
+        put(self, meta, *args, **kw)
+        with open(log, "a") as f:
+            f.write(meta.id + "\\n")
+    packed.PackedStore.put = logged_put
+
+    ds = load_dataset("activitynet", Path(videos), Path(ann))
+    ex.extract(ds, store, stages=ex.plan_stages(["decode"]), device="cpu", progress=False)
+    print(json.dumps(hits))
+""")
+
+
+def _write_video(*args, **kw):
+    spec = importlib.util.spec_from_file_location("_l2l_conftest_crash", REPO / "tests" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.write_video(*args, **kw)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crash")
+    vids = root / "videos"
+    vids.mkdir()
+    for i, (vid, frames) in enumerate(GOOD):
+        _write_video(vids / f"v_{vid}.mp4", frames=frames, tone_hz=300.0 + 100 * i)
+    (vids / "v_noise.mp4").write_bytes(np.random.default_rng(3).bytes(3000))
+    db = {vid: {"subset": "training", "duration": 1.0, "url": "",
+                "annotations": [{"segment": [0.0, 1.0], "label": "Run" if i % 2 else "Swim"}]}
+          for i, vid in enumerate([g for g, _ in GOOD] + list(BAD))}
+    ann = root / "anno.json"
+    ann.write_text(json.dumps({"version": "VERSION 1.3", "database": db}))
+    ds = load_dataset("activitynet", vids, ann)
+    ref = root / "ref"
+    s = extract(ds, ref, stages=plan_stages(["decode"]), device="cpu", progress=False)
+    assert (s.done, s.failed) == (len(GOOD), len(BAD))
+    return {"root": root, "videos": vids, "ann": ann, "ds": ds, "ref": open_store(ref)}
+
+
+def _seeded(store: Path, ref) -> Path:
+    """A new store holding ``ref``'s store-level info (classes, costs, fields): what a resumed
+    run finds.  It spares each killed subprocess importing torch to measure the model costs."""
+    st = create_store(store)
+    for key, value in ref.info().items():
+        if key not in ("schema_version", "backend", "generation"):
+            st.set_info(key, value)
+    return store
+
+
+def _segment_rows(st) -> dict[str, int]:
+    """Rows per field over every live segment array: equal to the moments when nothing is doubled."""
+    used = {(f["seg"], f["arr"], name) for e in st.index["videos"].values()
+            for name, f in e["fields"].items()}
+    rows: dict[str, int] = {}
+    for seg, arr, name in used:
+        if st.backend == "zarr":
+            import zarr
+            n = zarr.open_array(str(st.path / "segments" / seg / arr), mode="r").shape[0]
+        else:
+            n = st._h5()["segments"][seg][arr].shape[0]
+        rows[name] = rows.get(name, 0) + n
+    return rows
+
+
+def _after_kill(store: Path) -> tuple[dict, set]:
+    """Right after the kill, before any rerun: whatever is visible is whole and sound.  Returns the
+    visible videos' index entries and the ids of the complete parcels still staged."""
+    st = open_store(store)
+    problems = [p for p in st.verify() if "staged parcels not committed" not in p]
+    assert problems == []
+    assert set(st.ids()) <= {g for g, _ in GOOD}
+    for vid in st.ids():                                     # every visible video whole
+        assert set(st.records(vid)) == set(FIELDS)
+        got = st.read(vid, FIELDS)
+        assert all(len(a) == st.meta(vid).num_moments for a in got.values())
+    staged = set()
+    for name in st._list_parcels():
+        attrs = st._parcel_attrs(name)
+        if attrs.get("kind") == "put":
+            staged.add(attrs["meta"]["id"])
+    return json.loads(json.dumps(st.index["videos"])), staged
+
+
+def _check_after_rerun(media, store: Path, visible: dict, staged: set, summary,
+                       finished: set | None = None) -> None:
+    st, ref = open_store(store), media["ref"]
+    assert st.verify() == []
+    assert st.ids() == ref.ids() == sorted(g for g, _ in GOOD)
+    assert sorted(f.id for f in st.failures()) == sorted(BAD)
+    assert [st.meta(v) for v in st.ids()] == [ref.meta(v) for v in ref.ids()]
+    a, b = st.read_many(FIELDS), ref.read_many(FIELDS)
+    for name in FIELDS:
+        assert np.array_equal(a.arrays[name], b.arrays[name]), name
+    # nothing doubled: the live segments hold each video's rows exactly once
+    moments = sum(st.meta(v).num_moments for v in st.ids())
+    assert _segment_rows(st) == {name: moments for name in FIELDS}
+    assert st._list_parcels() == []
+    # what was committed before the kill is untouched, and only the rest was redone
+    for vid, entry in visible.items():
+        assert st.index["videos"][vid] == entry, vid
+    assert summary.done == len(GOOD) - len(set(visible) | staged)
+    assert summary.skipped == len(set(visible) | staged) and summary.failed == len(BAD)
+    if finished is not None:             # every video finished before the kill was kept
+        assert set(visible) | staged == finished
+
+
+def _kill_run_and_rerun(media, store: Path, point: str, nth: int) -> None:
+    log = store.with_name(store.name + ".finished")
+    _seeded(store, media["ref"])
+    p = subprocess.run([sys.executable, "-c", DRIVER, str(media["videos"]), str(media["ann"]),
+                        str(store), point, str(nth), str(log)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stdout, p.stderr[-2000:])
+    finished = set(log.read_text().split()) if log.exists() else set()
+    visible, staged = _after_kill(store)
+    summary = extract(media["ds"], store, stages=plan_stages(["decode"]), device="cpu", progress=False)
+    _check_after_rerun(media, store, visible, staged, summary, finished)
+
+
+# (point, nth): COMMIT_EVERY=3 makes commits after videos 3, 6 and 9 and at the end; a decode-only
+# segment has 3 arrays; each commit deletes the parcels it folded.
+POINTS = [
+    ("parcel", 2),        # the 2nd parcel is written but not yet renamed: nothing committed yet
+    ("parcel", 5),        # after the first commit, mid-parcel
+    ("segment", 5),       # second commit, its segment half written
+    ("index", 2),         # second commit: segment complete, index not yet replaced
+    ("after-index", 1),   # first commit: index replaced, no parcel deleted yet
+    ("delete", 5),        # second commit: some of its parcels deleted, some not
+]
+
+
+@pytest.mark.parametrize("point,nth", POINTS, ids=[f"{p}-{n}" for p, n in POINTS])
+def test_kill9_during_extract_then_rerun_loses_and_doubles_nothing(media, tmp_path, point, nth):
+    _kill_run_and_rerun(media, tmp_path / "store", point, nth)
+
+
+@pytest.mark.parametrize("point,nth", [("index", 2), ("after-index", 2)])
+def test_kill9_with_the_hdf5_backend(media, tmp_path, point, nth):
+    _kill_run_and_rerun(media, tmp_path / "store.h5", point, nth)
+
+
+def test_kill9_of_the_extract_command_from_outside(media, tmp_path):
+    """``l2l extract`` killed from outside once 4 parcels are staged (none committed yet)."""
+    store = _seeded(tmp_path / "store", media["ref"])
+    cmd = [sys.executable, "-c", "from l2l.cli.main import main; main()", "extract",
+           "--dataset", "activitynet", "--videos", str(media["videos"]), "--annotations",
+           str(media["ann"]), "--store", str(store), "--stages", "decode", "--device", "cpu",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = store / "staging"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if staging.is_dir() and sum(not p.name.startswith(".") for p in staging.iterdir()) >= 4:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        rc = proc.wait(timeout=30)
+    assert rc == -signal.SIGKILL, f"extract ended ({rc}) before it had staged 4 parcels"
+    visible, staged = _after_kill(store)
+    assert visible == {} and len(staged) >= 3
+    r = CliRunner().invoke(main, ["store", "verify", str(store)])
+    assert r.exit_code != 0 and "staged parcels not committed" in r.output
+    summary = extract(media["ds"], store, stages=plan_stages(["decode"]), device="cpu", progress=False)
+    _check_after_rerun(media, store, visible, staged, summary)
+
+
+# ---- corrupted data: verify finds it by checksum, repair + rerun redo exactly those ----------
+def _chunk_files(store: Path, seg: str, arr: str) -> list[Path]:
+    return sorted(p for p in (store / "segments" / seg / arr).rglob("*")
+                  if p.is_file() and p.name != "zarr.json")
+
+
+def test_corrupted_chunks_are_named_by_verify_and_exactly_their_videos_are_redone(media, tmp_path):
+    ds, ref = media["ds"], media["ref"]
+    store = _seeded(tmp_path / "store", ref)
+    extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=4)
+    extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False)
+    st = open_store(store)
+    seg_of = {v: st.index["videos"][v]["fields"]["frames"]["seg"] for v in st.ids()}
+    first, second = sorted(set(seg_of.values()))
+    in_first = sorted(v for v, s in seg_of.items() if s == first)
+    in_second = sorted(v for v, s in seg_of.items() if s == second)
+    assert in_first == ["a", "b", "c", "d"] and in_second == ["e", "f", "g", "h"]
+    # bytes flipped all through the second segment's frames chunk (every video's rows, whether
+    # the chunk is compressed or not); the first segment's times chunk gone
+    (chunk,) = _chunk_files(store, second, "frames")
+    data = bytearray(chunk.read_bytes())
+    for i in range(64, len(data), 997):
+        data[i] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (lost,) = _chunk_files(store, first, "times")
+    lost.unlink()
+
+    r = CliRunner().invoke(main, ["store", "verify", str(store)])
+    assert r.exit_code != 0
+    lines = [ln for ln in r.output.splitlines() if ln and not ln.startswith("Error")]
+    named = {ln.split("/")[0] for ln in lines}
+    assert named == set(in_first) | set(in_second), r.output
+    assert all(f"{v}/frames:" in r.output for v in in_second)
+    assert all(f"{v}/times:" in r.output for v in in_first)
+    assert not any(f"{v}/frames:" in r.output for v in in_first)
+
+    r = CliRunner().invoke(main, ["store", "repair", str(store)])
+    assert r.exit_code == 0 and f"dropped {len(GOOD)} video(s)" in r.output, r.output
+    assert open_store(store).verify() == []
+    s = extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False)
+    assert (s.done, s.skipped, s.failed) == (len(GOOD), 0, len(BAD))
+    st = open_store(store)
+    assert st.verify() == [] and st.ids() == ref.ids()
+    for name in FIELDS:
+        assert np.array_equal(st.read_many([name]).arrays[name], ref.read_many([name]).arrays[name])
+
+
+def test_repair_redoes_only_the_damaged_video_even_when_ids_contain_colons(media, tmp_path):
+    """One video per segment, so one damaged chunk is one video; ids with ':' (allowed by the
+    adapters) are still named and dropped correctly."""
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    ids = ["x:1", "x", "y:2"]
+    for i, vid in enumerate(ids):
+        _write_video(vids / f"{vid}.mp4", frames=20 + 10 * i, tone_hz=400.0 + 100 * i)
+    db = {vid: {"subset": "training", "duration": 1.0, "url": "",
+                "annotations": [{"segment": [0.0, 1.0], "label": "Run"}]} for vid in ids}
+    ann = tmp_path / "anno.json"
+    ann.write_text(json.dumps({"version": "VERSION 1.3", "database": db}))
+    ds = load_dataset("activitynet", vids, ann)
+    store = tmp_path / "store"
+    for n in (1, 2, 3):                                  # one commit (segment) per video
+        extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=n)
+    st = open_store(store)
+    seg = st.index["videos"]["x:1"]["fields"]["frame_index"]["seg"]
+    (chunk,) = _chunk_files(store, seg, "frame_index")
+    chunk.unlink()
+    before = {v: st.index["videos"][v] for v in ("x", "y:2")}
+    assert [p.split("/")[0] for p in st.verify()] == ["x:1"]
+    r = CliRunner().invoke(main, ["store", "repair", str(store)])
+    assert "dropped 1 video(s): x:1;" in r.output, r.output
+    s = extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False)
+    assert (s.done, s.skipped) == (1, 2)
+    st = open_store(store)
+    assert st.verify() == [] and st.ids() == sorted(ids)
+    assert {v: st.index["videos"][v] for v in ("x", "y:2")} == before
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_a_parcel_corrupted_before_commit_is_rejected_then_redone(media, tmp_path, damage):
+    """A staged parcel whose bytes changed on disk (or whose chunk no longer even decompresses)
+    is rejected at commit: the video is not made visible but listed as a failure, the commit
+    goes on, and the next run extracts it again."""
+    ds = media["ds"]
+    store = _seeded(tmp_path / "store", media["ref"])
+    extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=2)
+    video = next(v for v in ds.videos if v.id == "c")
+    assert process_video(str(store), video, plan_stages(["decode"])).status == "done"
+    st = open_store(store)
+    (parcel,) = st._list_parcels()
+    chunks = sorted(p for p in (store / "staging" / parcel / "frames").rglob("*")
+                    if p.is_file() and p.name != "zarr.json")
+    data = bytearray(chunks[0].read_bytes())
+    if damage == "flipped":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) // 3:]
+    chunks[0].write_bytes(bytes(data))
+    counts = st.commit()
+    assert counts["rejected"] == 1
+    st = open_store(store)
+    assert "c" not in st.ids() and st.verify() == []
+    f = {f.id: f for f in st.failures()}["c"]
+    assert "checksum" in f.reason and "\n" not in f.reason
+    s = extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=3)
+    assert (s.done, s.skipped) == (1, 2)
+    st = open_store(store)
+    assert "c" in st.ids() and "c" not in {f.id for f in st.failures()}
+    assert np.array_equal(st.read("c", ["frames"])["frames"], media["ref"].read("c", ["frames"])["frames"])
