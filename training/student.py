@@ -205,7 +205,7 @@ def train_student(store, out_dir, config: TrainConfig = TrainConfig(), *, device
         classes = teacher_classes(k)
 
     run_config = json.loads(json.dumps({
-        "train": dataclasses.asdict(c), "store": str(store.path),
+        "train": dataclasses.asdict(c),
         "classes_from": "teacher" if c.objective == "distill" else "store",
         "inputs": {n: made_by[n] for n in names}}, default=str))
     torch.manual_seed(c.seed)
@@ -214,7 +214,10 @@ def train_student(store, out_dir, config: TrainConfig = TrainConfig(), *, device
                           weight_decay=c.weight_decay)
     start = _resume(out, model, opt, run_config, log)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
+    # the store's path is recorded but kept out of the hashed config: the same data read from a
+    # moved or copied store gives the same checkpoint hash (and so the same feature cache keys)
+    (out / "config.json").write_text(json.dumps({"store": str(store.path), **run_config},
+                                                indent=2, default=str))
     loader = MomentLoader(store, ids, names, labels, batch_size=c.batch_size,
                           max_moments=c.max_moments, seed=c.seed)
     cuda = torch.device(device).type == "cuda"
