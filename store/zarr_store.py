@@ -6,7 +6,8 @@ Layout (see ``store/packed.py`` for the protocol)::
     STORE/index/zarr.json            group whose attributes["l2l_index"] is the index (JSON):
                                      videos -> meta + per-field {seg, arr, start, stop, key, crc}
     STORE/segments/<gen>/<field>     immutable arrays, one per commit, rows of many videos,
-                                     chunks of ~4 MiB along the moment axis, zstd
+                                     chunks of ~4 MiB along the moment axis, zstd where it
+                                     pays (a sample shrinks by 1.3x; else a crc32c per chunk)
     STORE/staging/<parcel>/          one video's staged arrays (a zarr group), until commit
 
 Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
@@ -15,6 +16,7 @@ The index document is replaced with an atomic rename of ``index/zarr.json``.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -119,8 +121,13 @@ class ZarrStore(PackedStore):
         g = zarr.open_group(str(self.path / "segments" / seg), mode="w")
         for arr, (shape, dtype, blocks) in arrays.items():
             chunks = _chunks(shape, dtype)
-            z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks)
-            _write_rows(z, blocks, chunks[0])
+            blocks = iter(blocks)
+            first = next(blocks, None)
+            # Incompressible arrays: no zstd, but a crc32c per chunk, so that a damaged chunk
+            # still fails to read (as a damaged zstd frame does) instead of reading as numbers.
+            kw = {} if first is None or _compresses(first) else {"compressors": [_crc32c()]}
+            z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks, **kw)
+            _write_rows(z, itertools.chain([] if first is None else [first], blocks), chunks[0])
         self._save_index(index_fn())
 
     def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray:
@@ -141,6 +148,20 @@ class ZarrStore(PackedStore):
     def _delete_segment(self, seg: str) -> None:
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != seg}
         shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
+
+
+def _crc32c():
+    from zarr.codecs import Crc32cCodec
+    return Crc32cCodec()
+
+
+def _compresses(a: np.ndarray, sample_bytes: int = 1 << 20, min_ratio: float = 1.3) -> bool:
+    """Whether zstd is worth it for an array like ``a``: a sample of its bytes shrinks by at
+    least ``min_ratio``.  Embeddings (float16) hardly compress (about 1.15x), and decompressing
+    them costs several times a raw read; frames and spectrograms usually do compress."""
+    from numcodecs import Zstd
+    raw = np.ascontiguousarray(a).view(np.uint8).reshape(-1)[:sample_bytes].tobytes()
+    return len(raw) == 0 or len(raw) / max(1, len(Zstd(level=0).encode(raw))) >= min_ratio
 
 
 def _chunks(shape, dtype) -> tuple[int, ...]:
