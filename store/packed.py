@@ -23,7 +23,6 @@ import os
 import time
 import uuid
 import zlib
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -154,7 +153,15 @@ class PackedStore(Store):
         return out
 
     def read_many(self, names: Sequence[str], ids=None) -> Batch:
-        ids = list(self.ids() if ids is None else ids)
+        """See ``Store.read_many``.  Without ``ids``, videos come in the order they lie on disk
+        (``Batch.ids`` says which is which), so that every segment is one contiguous read that
+        lands in the output without a per-video copy."""
+        if ids is None:
+            ids = self.ids()
+            if names:
+                first = {v: self._field(v, names[0]) for v in ids}
+                ids.sort(key=lambda v: (first[v]["seg"], first[v]["arr"], first[v]["start"]))
+        ids = list(ids)
         entries = [self._entry(v) for v in ids]
         lengths = [e["meta"]["num_moments"] for e in entries]
         offsets = np.zeros(len(ids) + 1, np.int64)
@@ -162,27 +169,30 @@ class PackedStore(Store):
         arrays = {}
         for name in names:
             fields = [self._field(v, name) for v in ids]
-            keys = {json.dumps(self.index["records"][f["rec"]]["config"], sort_keys=True)
-                    for f in fields}
-            if len(keys) > 1:
-                raise StoreError(f"{self.path}: array {name!r} was made with {len(keys)} different "
+            configs = {json.dumps(self.index["records"][r]["config"], sort_keys=True)
+                       for r in {f["rec"] for f in fields}}
+            if len(configs) > 1:
+                raise StoreError(f"{self.path}: array {name!r} was made with {len(configs)} different "
                                  "configs across videos; re-extract or select videos of one config")
             if not fields:
                 arrays[name] = np.zeros((0,))
                 continue
-            out = np.empty((int(offsets[-1]), *fields[0]["shape"][1:]), fields[0]["dtype"])
-            by_arr = defaultdict(list)
+            runs = []              # [seg, arr, start, stop, output offset]: one read each
             for i, f in enumerate(fields):
                 if f["stop"] - f["start"] != lengths[i]:
                     raise StoreError(f"{self.path}: {ids[i]!r}/{name} has {f['stop'] - f['start']}"
                                      f" rows, not {lengths[i]} moments")
-                by_arr[(f["seg"], f["arr"])].append((i, f))
-            for (seg, arr), group in by_arr.items():
-                lo = min(f["start"] for _, f in group)
-                hi = max(f["stop"] for _, f in group)
-                block = self._read_rows(seg, arr, lo, hi)       # one contiguous read per segment
-                for i, f in group:
-                    out[offsets[i]:offsets[i + 1]] = block[f["start"] - lo:f["stop"] - lo]
+                r = runs[-1] if runs else None
+                if r and (r[0], r[1], r[3]) == (f["seg"], f["arr"], f["start"]):
+                    r[3] = f["stop"]
+                else:
+                    runs.append([f["seg"], f["arr"], f["start"], f["stop"], int(offsets[i])])
+            if len(runs) == 1:
+                arrays[name] = self._read_rows(*runs[0][:4])
+                continue
+            out = np.empty((int(offsets[-1]), *fields[0]["shape"][1:]), fields[0]["dtype"])
+            for seg, arr, lo, hi, o in runs:
+                out[o:o + hi - lo] = self._read_rows(seg, arr, lo, hi)
             arrays[name] = out
         return Batch(ids, offsets, arrays, [VideoMeta.from_dict(e["meta"]) for e in entries])
 
