@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ import numpy as np
 import torch
 
 from l2l.models.students import build_student, save_student
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import record, table  # noqa: E402
 from l2l.stages.features import Features, FeaturesConfig
 
 
@@ -40,6 +44,41 @@ def bench(checkpoint: Path, device: str, batch: int, amp: bool, n: int, repeats:
     return n / best
 
 
+class GpuSampler:
+    """Mean GPU utilisation (nvidia-smi, every 0.2 s) while the block runs; n/a on CPU."""
+
+    def __init__(self, device: str):
+        self.device, self.samples, self._stop = device, [], None
+
+    def __enter__(self):
+        import shutil
+        import threading
+        if self.device != "cuda" or not shutil.which("nvidia-smi"):
+            return self
+        self._stop = threading.Event()
+
+        def loop():
+            import subprocess
+            while not self._stop.is_set():
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                      "--format=csv,noheader,nounits", "-i", "0"],
+                                     capture_output=True, text=True)
+                if out.returncode == 0 and out.stdout.strip().isdigit():
+                    self.samples.append(int(out.stdout.strip()))
+                self._stop.wait(0.2)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+
+    def text(self) -> str:
+        return f"{sum(self.samples) / len(self.samples):.0f}%" if self.samples else "n/a"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--moments", type=int, default=128, help="moments per timed run")
@@ -55,6 +94,7 @@ def main() -> None:
           f"torch {torch.__version__}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print(f"{'device':<8}{'batch':>6}  {'precision':<10}{'moments/s':>10}")
+    rows = []
     with tempfile.TemporaryDirectory() as d:
         ck = Path(d) / "student.pt"
         save_student(build_student(num_classes=400), ck, config={"bench": True}, classes=[
@@ -64,8 +104,16 @@ def main() -> None:
             for b in batches:
                 for amp in precisions:
                     prec = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if amp else "fp32"
-                    rate = bench(ck, dev, b, amp, a.moments, a.repeats)
-                    print(f"{dev:<8}{b:>6}  {prec:<10}{rate:>10.1f}", flush=True)
+                    with GpuSampler(dev) as util:
+                        rate = bench(ck, dev, b, amp, a.moments, a.repeats)
+                    print(f"{dev:<8}{b:>6}  {prec:<10}{rate:>10.1f}  {util.text()}", flush=True)
+                    rows.append([dev, b, prec, f"{rate:.1f}", util.text()])
+    body = table(["device", "batch", "precision", "moments/s", "GPU utilisation"], rows)
+    body += (f"\n\n- The student (image + audio ResNet-18, Psi, classifier) over {a.moments} moments "
+             "of random 112x112 frames and (101, 40) log-mels, best of "
+             f"{a.repeats}; torch {torch.get_num_threads()} threads on CPU.  GPU utilisation: "
+             "nvidia-smi sampled every 0.2 s during the timed runs (n/a without a GPU).")
+    record("Features stage", body)
 
 
 if __name__ == "__main__":

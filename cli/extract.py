@@ -28,7 +28,7 @@ from .common import DATASET, DATASET_OPTION, DEVICE, fail, load_dataset, parse_o
 @click.option("--set", "sets", multiple=True, metavar="STAGE.OPTION=VALUE",
               help="Override a stage option, e.g. --set spectrogram.floor=1e-5 (repeatable).")
 @DEVICE
-@click.option("--workers", type=int, default=1, help="Parallel workers (a dask LocalCluster when > 1).")
+@click.option("--workers", type=int, default=1, help="Parallel worker processes (an embedded dask cluster when > 1).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead.")
 @click.option("--backend", type=click.Choice(["zarr", "hdf5"]), default=None,
               help="Store backend for a new store (default: from the path).")
