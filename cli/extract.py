@@ -32,9 +32,11 @@ from .common import DATASET, DATASET_OPTION, DEVICE, fail, load_dataset, parse_o
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead.")
 @click.option("--backend", type=click.Choice(["zarr", "hdf5"]), default=None,
               help="Store backend for a new store (default: from the path).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also retry videos whose decode failed before (same file, same settings).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def extract(dataset_name, dataset_options, videos, annotations, store_path, subset, limit, stages, student,
-            teacher_weights, sets, device, workers, scheduler, backend, progress):
+            teacher_weights, sets, device, workers, scheduler, backend, retry_failed, progress):
     """Decode videos, compute spectrograms (and teacher / student features) into STORE.
 
     Resumable: videos already complete with the same stage configs are skipped; failures are
@@ -55,7 +57,7 @@ def extract(dataset_name, dataset_options, videos, annotations, store_path, subs
         plan = plan_stages(names, options)
         summary = run_extract(dataset, store_path, stages=plan, subset=subset, limit=limit,
                               device=device, workers=workers, scheduler=scheduler,
-                              backend=backend, progress=progress,
+                              backend=backend, progress=progress, retry_failed=retry_failed,
                               missing_reason=f"listed in {annotations} but not found in {videos}")
     except (ConfigError, StoreError) as e:
         fail(str(e))

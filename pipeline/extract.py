@@ -130,7 +130,7 @@ def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], 
     """Extract one video into the store (staged; visible after the next commit)."""
     t0 = time.perf_counter()
     store = open_store(store_path)
-    current = "decode"
+    current, keys = "decode", {}
     try:
         if video.path is None:
             raise DecodeError(video.id, missing_reason or "listed in the annotations but no media file found")
@@ -182,14 +182,29 @@ def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], 
         store.put(meta, arrays, records, replace=replace)
         return Outcome(video.id, "done", seconds=time.perf_counter() - t0, moments=meta.num_moments)
     except (DecodeError, StoreError, OSError, ValueError, RuntimeError) as e:
-        reason = e.reason if isinstance(e, DecodeError) else " ".join(f"{type(e).__name__}: {e}".split())
         where = str(video.path or video.id)
-        if isinstance(e, DecodeError) or reason.startswith(where):
-            line = reason if isinstance(e, StoreError) else f"{where}: {reason}"
+        if isinstance(e, DecodeError):
+            line = f"{where}: {e.reason}"
         else:
-            line = f"{where}: {reason}"
-        store.record_failure(Failure(id=video.id, stage=current, reason=line, source=str(video.path or "")))
+            msg = " ".join(f"{type(e).__name__}: {e}".split())
+            line = msg if where in msg else f"{where}: {msg}"
+        key = keys.get("frames", "") if isinstance(e, DecodeError) and current == "decode" else ""
+        store.record_failure(Failure(id=video.id, stage=current, reason=line,
+                                     source=str(video.path or ""), key=key))
         return Outcome(video.id, "failed", current, line, time.perf_counter() - t0)
+
+
+def known_failure(store, video: VideoRecord, stages: Sequence[Stage]) -> Outcome | None:
+    """A decode failure already recorded for these very bytes and this decode config: the same
+    file would fail the same way again, so it is not retried (unless asked)."""
+    f = store.index["failures"].get(video.id)
+    decode = next((s for s in stages if s.name == "decode"), None)
+    if not f or not f.get("key") or decode is None or video.path is None or not video.path.is_file():
+        return None
+    if f["key"] != decode.key({"source": source_fingerprint(video.path)}):
+        return None
+    return Outcome(video.id, "failed", f["stage"], f"{f['reason']} (recorded earlier; "
+                                                   "--retry-failed tries again)")
 
 
 def _meta(video: VideoRecord, decoded: dict | None, store) -> VideoMeta:
@@ -205,7 +220,7 @@ def _meta(video: VideoRecord, decoded: dict | None, store) -> VideoMeta:
 def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: str | None = None,
             limit: int | None = None, device: str = "auto", workers: int = 1,
             scheduler: str | None = None, backend: str | None = None, progress: bool = True,
-            missing_reason: str = "") -> Summary:
+            missing_reason: str = "", retry_failed: bool = False) -> Summary:
     """Run ``stages`` over the data set's videos into the store at ``store_path``."""
     from .runner import run_dask, run_serial
 
@@ -223,6 +238,15 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     if limit is not None:
         videos = videos[:limit]
     summary = Summary()
+    if not retry_failed:
+        todo = []
+        for v in videos:
+            known = known_failure(store, v, stages)
+            if known is None:
+                todo.append(v)
+            else:
+                summary.add(known)
+        videos = todo
     run = run_serial if (workers <= 1 and scheduler is None) else run_dask
     last = time.monotonic()
     pending = 0

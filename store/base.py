@@ -79,6 +79,8 @@ class Failure:
     reason: str              # one line
     source: str = ""
     time: str = ""
+    key: str = ""            # decode failures: the decode key (source fingerprint + config), so
+                             # that a rerun skips the same bytes failing the same way
 
 
 @dataclasses.dataclass

@@ -71,9 +71,14 @@ def test_extract_failures_resume_and_verify(activitynet_set):
     assert st.meta("good1").labels == ("Run",)
     r = CliRunner().invoke(main, ["store", "verify", str(store)])
     assert r.exit_code == 0 and "OK (3 videos verified)" in r.output
-    # a second run skips everything done, and retries (and fails) the bad ones again
+    # a second run skips everything done; the files that failed to decode are not decoded
+    # again (same bytes, same settings), the missing one is looked for again
     r = _extract(store, vids, ann)
     assert "done 0 / skipped 3 / failed 3" in r.output, r.output
+    assert r.output.count("(recorded earlier; --retry-failed tries again)") == 2
+    assert open_store(store).failures() == st.failures()
+    r = _extract(store, vids, ann, "--retry-failed")
+    assert "done 0 / skipped 3 / failed 3" in r.output and "recorded earlier" not in r.output
 
 
 def test_changed_spectrogram_setting_is_detected_and_recomputed(activitynet_set):
