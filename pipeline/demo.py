@@ -17,12 +17,12 @@ from typing import Callable
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    classes: int = 4
-    videos_per_class: int = 8
+    classes: int = 5
+    videos_per_class: int = 10
     duration: tuple[float, float] = (20.0, 30.0)
     seed: int = 0
     student_epochs: int = 2
-    student_moments: int = 640        # moments drawn per student epoch
+    student_moments: int = 800        # moments drawn per student epoch
     student_batch: int = 32
     student_lr: float = 0.05
     skim_epochs: int = 15
