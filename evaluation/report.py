@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from l2l.evaluation import baselines as BL
 from l2l.evaluation import cost as CO

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from ..datasets.base import Dataset, VideoRecord

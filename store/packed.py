@@ -28,8 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Store, StoreError, VideoMeta,
-                   library_versions)
+from .base import SCHEMA_VERSION, ArrayRecord, Batch, Failure, Store, StoreError, VideoMeta
 from ..stages.base import stable_hash
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
@@ -365,43 +364,5 @@ class PackedStore(Store):
 
     # ---- checking ------------------------------------------------------------------------
     def verify(self, expected_fields: Sequence[str] | None = None) -> list[str]:
-        problems = []
-        idx = self.index
-        expected = list(expected_fields if expected_fields is not None
-                        else idx["info"].get("fields", []))
-        segments = set(self._segments())
-        for vid in self.ids():
-            e = idx["videos"][vid]
-            n = e["meta"]["num_moments"]
-            missing = [f for f in expected if f not in e["fields"]]
-            if missing:
-                problems.append(f"{vid}: incomplete, missing {', '.join(missing)}")
-            for name, f in sorted(e["fields"].items()):
-                if f["seg"] not in segments:
-                    problems.append(f"{vid}/{name}: segment {f['seg']} is missing")
-                    continue
-                if f["stop"] - f["start"] != n or f["shape"][0] != n:
-                    problems.append(f"{vid}/{name}: {f['stop'] - f['start']} rows for {n} moments")
-                    continue
-                try:
-                    a = self._read_rows(f["seg"], f["arr"], f["start"], f["stop"])
-                except Exception as ex:  # a chunk that cannot even be decompressed
-                    problems.append(f"{vid}/{name}: unreadable ({' '.join(str(ex).split())})")
-                    continue
-                if checksum(a.astype(f["dtype"], copy=False)) != f["crc"]:
-                    problems.append(f"{vid}/{name}: checksum mismatch (stored {f['crc']}, "
-                                    f"read {checksum(a)})")
-        all_fields = sorted({n for e in idx["videos"].values() for n in e["fields"]})
-        for name in all_fields:
-            rids = {idx["videos"][v]["fields"][name]["rec"] for v in self.ids()
-                    if name in idx["videos"][v]["fields"]}
-            configs = {json.dumps(idx["records"][r]["config"], sort_keys=True) for r in rids}
-            if len(configs) > 1:
-                problems.append(f"(store): array {name!r} mixes {len(configs)} configs across videos")
-        if self._list_parcels():
-            problems.append(f"(store): {len(self._list_parcels())} staged parcels not committed "
-                            "(run `l2l store commit` or rerun extract)")
-        return problems
-
-    def versions(self) -> dict:
-        return library_versions()
+        from .verify import verify_packed
+        return verify_packed(self, expected_fields)
