@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from l2l.models.cost import flops_per_moment
 from l2l.models.students import build_student, load_student
 from l2l.store import ArrayRecord, VideoMeta, create_store
 from l2l.training.student import TrainConfig, TrainError, student_loss, train_student
@@ -216,6 +217,11 @@ def test_synthetic_classify_then_features_separate_the_classes(tmp_path):
     store = open_store(st)
     db = json.loads((syn / "annotations.json").read_text())["database"]
     classes = store.info()["classes"]
+    # the models' costs were recorded with the first model stage, and `store info` shows them
+    cost = store.info()["flops_per_moment"]
+    assert cost["image_trunk"] == flops_per_moment(num_classes=len(classes))["image_trunk"] > 9e8
+    shown = r.invoke(main, ["store", "info", str(st)])
+    assert "cost       image_trunk" in shown.output and "GFLOPs per moment" in shown.output
     student_hash = load_student(run)[1]["hash"]
 
     def evidence(subset):
