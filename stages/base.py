@@ -73,3 +73,16 @@ class Stage:
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}({self.config})"
+
+
+class ModelStage(Stage):
+    """A stage that runs a network: ``setup`` loads it into ``self.model`` on ``self.device``
+    once per process; it is not pickled (a dask worker loads its own copy)."""
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        self.model = None
+        self.device = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "model": None, "device": None}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Stage, register
+from .base import ModelStage, register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _check_inputs(frames: np.ndarray, logmel: np.ndarray) -> None:
 
 
 @register
-class Features(Stage):
+class Features(ModelStage):
     """``frames`` + ``logmel`` -> ``image``, ``audio``, ``imageaudio`` (N, 512) float16."""
 
     name = "features"
@@ -54,14 +54,6 @@ class Features(Stage):
     inputs = ("frames", "logmel")
     outputs = ("image", "audio", "imageaudio")
     hash_exclude = ("checkpoint", "batch_size", "amp")
-
-    def __init__(self, config: FeaturesConfig | None = None):
-        super().__init__(config)
-        self.model = None
-        self.device = None
-
-    def __getstate__(self):          # sent to workers without the loaded model
-        return {**self.__dict__, "model": None, "device": None}
 
     def setup(self, device: str = "cpu") -> None:
         """Load the student once; its content must still match ``checkpoint_hash``."""

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .base import Stage, register
+from .base import ModelStage, register
 from .decode import DecodeError, _one_line, frame_to_rgb
 
 
@@ -85,7 +85,7 @@ def teacher_clips(path, *, stride: int = 16, size: int = 112, clip_len: int = 16
 
 
 @register
-class TeacherStage(Stage):
+class TeacherStage(ModelStage):
     """Media file -> ``teacher`` (N, 512) and ``teacher_logits`` (N, C), float16."""
 
     name = "teacher"
@@ -93,14 +93,6 @@ class TeacherStage(Stage):
     inputs = ("source",)
     outputs = ("teacher", "teacher_logits")
     hash_exclude = ("weights", "batch_size")
-
-    def __init__(self, config: TeacherConfig | None = None):
-        super().__init__(config)
-        self.model = None
-        self.device = None
-
-    def __getstate__(self):          # sent to workers without the loaded model
-        return {**self.__dict__, "model": None, "device": None}
 
     def setup(self, device: str = "cpu") -> None:
         from l2l.models.teacher import teacher, weights_fingerprint

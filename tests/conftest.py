@@ -67,3 +67,13 @@ def make_video(tmp_path):
     def _make(name: str = "v.mp4", **kw) -> Path:
         return write_video(tmp_path / name, **kw)
     return _make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small matrices: one torch thread is faster than two fighting for 2 busy cores."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

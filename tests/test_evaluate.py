@@ -32,12 +32,7 @@ COSTS = {"image_trunk": 1_000_000_000, "audio_trunk": 500_000_000, "fusion": 2_0
          "classifier": 4_000}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def prototypes(C=4, D=512):

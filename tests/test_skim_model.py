@@ -10,13 +10,7 @@ from l2l.models.skim import build_skim, chosen_mask
 D, H = 512, 1024
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread is faster than two fighting for 2 busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def linear(i, o):

@@ -36,13 +36,7 @@ def small_store(path, *, n_train=24, n_val=9, seed=0, names=("image", "audio")):
     return open_store(path)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread is faster than two fighting for 2 busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
