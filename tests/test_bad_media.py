@@ -1,22 +1,18 @@
 """Bad and unusual media (issue 7): each file either extracts correctly or is recorded with a
 one-line reason naming it; none stops the run; nothing already in the store changes.  Memory
-stays bounded however large the frames or long the file (measured in a subprocess).
+stays bounded however large the frames or long the file (``test_memory.py``).
 
 One ``l2l extract`` run goes over every case below (``bad_run``); each case is then its own test
 of what the store holds for it.  The files are written here: the shared ``write_video`` (flat
 colour frames whose red channel encodes the frame index, plus a sine tone) and, for big frames,
-long audio, odd interleaving and faststart mp4s, the small writers below.
+long audio, odd interleaving and faststart mp4s, the small writers in ``conftest.py``.
 """
 from __future__ import annotations
 
-import fractions
 import hashlib
 import importlib.util
 import json
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import av
@@ -40,108 +36,9 @@ def _conftest():
     return mod
 
 
-write_video = _conftest().write_video
-
-
-# ---- writers for what write_video cannot make ------------------------------------------------
-def remux(src: Path, dst: Path, **options) -> Path:
-    """Copy ``src``'s packets into ``dst`` with container ``options`` (e.g. movflags=faststart)."""
-    with av.open(str(src)) as i, av.open(str(dst), "w", options=options) as o:
-        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
-        for p in i.demux():
-            if p.dts is None:
-                continue
-            p.stream = streams[p.stream.index]
-            o.mux(p)
-    return dst
-
-
-def write_raw(path: Path, *, frames: int, size=(64, 48), fps: int = 30, video_offset: int = 0,
-              audio_seconds: float = 0.0, audio_rate: int = 16000, audio_first: bool = False,
-              tone_hz: float = 440.0) -> Path:
-    """Fast writer: yuv420p frames given directly (no colour conversion; 4K stays cheap), luma =
-    frame index * 5; optional pcm audio (a tone) muxed interleaved, or all before the video
-    (``audio_first``).  ``video_offset``: first video pts, in frames."""
-    w, h = size
-    samples = int(audio_seconds * audio_rate)
-    tone = (0.5 * np.sin(2 * np.pi * tone_hz * np.arange(samples) / audio_rate) * 32767).astype(np.int16)
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"preset": "ultrafast"}
-        aus = out.add_stream("pcm_s16le", rate=audio_rate, layout="mono") if samples else None
-        step, done = audio_rate // 4, 0
-
-        def audio_until(t: float) -> None:
-            nonlocal done
-            while aus is not None and done < samples and done / audio_rate <= t:
-                af = av.AudioFrame.from_ndarray(tone[None, done:done + step], format="s16", layout="mono")
-                af.sample_rate, af.pts = audio_rate, done
-                af.time_base = fractions.Fraction(1, audio_rate)
-                for p in aus.encode(af):
-                    out.mux(p)
-                done += step
-
-        if audio_first:
-            audio_until(float("inf"))
-        yuv = np.full((h * 3 // 2, w), 128, np.uint8)
-        for i in range(frames):
-            yuv[:h] = (i * 5) % 256
-            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-            f.pts = video_offset + i
-            for p in vs.encode(f):
-                out.mux(p)
-            audio_until((i + 1) / fps)
-        for p in vs.encode():
-            out.mux(p)
-        audio_until(float("inf"))
-        if aus is not None:
-            for p in aus.encode():
-                out.mux(p)
-    return path
-
-
-def write_audio_only(path: Path) -> Path:
-    with av.open(str(path), "w", format="mp4") as out:
-        s = out.add_stream("aac", rate=16000, layout="mono")
-        t = np.arange(16000) / 16000
-        af = av.AudioFrame.from_ndarray((0.5 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32),
-                                        format="fltp", layout="mono")
-        af.sample_rate, af.pts = 16000, 0
-        for pkt in s.encode(af):
-            out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
-
-
-def write_vp9_opus(path: Path, frames: int = 40) -> Path:
-    """What YouTube serves: VP9 + Opus in WebM."""
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libvpx-vp9", rate=30)
-        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
-        vs.options = {"lossless": "1", "deadline": "realtime", "cpu-used": "8"}
-        aus = out.add_stream("libopus", rate=48000, layout="mono")
-        for i in range(frames):
-            img = np.zeros((48, 64, 3), np.uint8)
-            img[..., 0], img[..., 1], img[..., 2] = (i * 5) % 256, 100, 200
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
-        n = int(frames / 30 * 48000)
-        sig = (0.5 * np.sin(2 * np.pi * 700 * np.arange(n) / 48000)).astype(np.float32)
-        for s in range(0, n, 960):
-            af = av.AudioFrame.from_ndarray(sig[None, s:s + 960], format="flt", layout="mono")
-            af.sample_rate, af.pts = 48000, s
-            af.time_base = fractions.Fraction(1, 48000)
-            for p in aus.encode(af):
-                out.mux(p)
-        for p in aus.encode():
-            out.mux(p)
-    return path
+_media = _conftest()
+write_video, remux, write_raw = _media.write_video, _media.remux, _media.write_raw
+write_audio_only, write_vp9_opus = _media.write_audio_only, _media.write_vp9_opus
 
 
 def _vfr_times():
@@ -398,63 +295,3 @@ def test_audio_longer_than_video_keeps_the_video_grid(bad_run, vid):
     assert meta.num_moments == {"audio_tail_10min": 1}.get(vid, 2)
     # every window lies inside the audio: full tone, no padding
     assert np.all(np.sqrt((d["waveform"] ** 2).mean(axis=1)) > 0.3)
-
-
-# ---- bounded memory (peak RSS growth of a subprocess) ----------------------------------------
-# Peak RSS is the kernel's VmHWM, reset to the current RSS just before decoding (clear_refs 5).
-# Not ``getrusage``'s ru_maxrss: a child forked from this (large, torch-holding) pytest process
-# starts with the parent's peak, which would hide any growth.
-_MEASURE = textwrap.dedent("""
-    import json, sys, time
-    from l2l.stages.decode import DecodeConfig, decode_video
-
-    def kb(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = kb("VmRSS")
-    t = time.perf_counter()
-    d = decode_video(sys.argv[1], DecodeConfig(threads=2))
-    print(json.dumps({"growth_mb": (kb("VmHWM") - base) / 1024, "seconds": time.perf_counter() - t,
-                      "frames": list(d["frames"].shape), "moments": len(d["times"])}))
-""")
-
-
-def _measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True,
-                         timeout=120, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_4k_decode_memory_is_bounded_far_below_a_whole_video_load(tmp_path):
-    n = 16
-    path = write_raw(tmp_path / "uhd.mp4", frames=n, size=(3840, 2160))
-    m = _measure(path)
-    whole_rgb_mb = n * 3840 * 2160 * 3 / 2**20            # 380 MiB: every frame decoded to RGB
-    assert m["frames"] == [1, 112, 112, 3]
-    assert m["growth_mb"] > 3840 * 2160 * 1.5 / 2**20, m     # the measure sees a decoded 4K frame
-    assert m["growth_mb"] < whole_rgb_mb / 2.5, m          # ~80 MiB measured (decoder + 2 threads)
-
-
-def test_memory_does_not_grow_with_the_length_of_the_video(tmp_path):
-    short = _measure(write_raw(tmp_path / "short.mkv", frames=150, size=(320, 240), audio_seconds=5))
-    long = _measure(write_raw(tmp_path / "long.mkv", frames=1600, size=(320, 240), audio_seconds=54))
-    whole_mb = 1600 * 320 * 240 * 3 / 2**20                # 352 MiB of RGB frames, had it been loaded
-    out_mb = long["moments"] * (112 * 112 * 3 + 16000 * 4) / 2**20   # the output itself: ~10 MiB
-    assert long["moments"] == 100
-    assert long["growth_mb"] - short["growth_mb"] < out_mb * 2 + 16, (short, long)
-    assert long["growth_mb"] < whole_mb / 5
-
-
-def test_audio_that_outlasts_the_video_by_20_minutes_is_streamed(tmp_path):
-    # 20 min of audio after 2 video frames: 73 MiB of 16 kHz float samples were it all kept, and
-    # (before the rolling buffer took chunks in O(1)) minutes of quadratic copying.
-    path = write_raw(tmp_path / "tail.mkv", frames=2, audio_seconds=1200)
-    m = _measure(path)
-    assert m["moments"] == 1
-    assert m["growth_mb"] < 60, m                     # ~30 MiB measured: 120 s kept at most
-    assert m["seconds"] < 20, m
