@@ -115,6 +115,9 @@ class HDF5Store(PackedStore):
         with h5py.File(self.staging / f"{name}.h5", "r") as f:
             return f[field][()]
 
+    def _temporaries(self) -> list[Path]:
+        return list(self.staging.glob(".tmp-*")) + list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+
     def _delete_parcel(self, name) -> None:
         (self.staging / f"{name}.h5").unlink(missing_ok=True)
 

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
 import uuid
 import zlib
@@ -32,6 +33,7 @@ from .base import SCHEMA_VERSION, ArrayRecord, Batch, Failure, Store, StoreError
 from ..stages.base import stable_hash
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
+TMP_MAX_AGE = 3600.0         # seconds after which a temporary left by a killed writer is removed
 
 
 def checksum(a: np.ndarray) -> str:
@@ -69,6 +71,10 @@ class PackedStore(Store):
 
     @abc.abstractmethod
     def _delete_parcel(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def _temporaries(self) -> list[Path]:
+        """Half-written files or folders (parcels being staged, HDF5 copies being written)."""
 
     @abc.abstractmethod
     def _write_segment(self, seg: str, arrays: dict[str, tuple[tuple, str, Iterator[np.ndarray]]],
@@ -311,6 +317,7 @@ class PackedStore(Store):
         for name in stale + [n for n, _ in parcels]:
             self._delete_parcel(name)
         removed = self._gc()
+        self._clean_temporaries()
         n_fail = sum(1 for _, a in parcels if a.get("kind") == "failure")
         return {"videos": len(puts) - len(bad), "failures": n_fail, "rejected": len(bad),
                 "superseded": len(superseded),
@@ -343,6 +350,19 @@ class PackedStore(Store):
                                           "rec": rid, "shape": rec["shape"], "dtype": rec["dtype"],
                                           "crc": rec["checksum"]}
             idx["failures"].pop(vid, None)
+
+    def _clean_temporaries(self, max_age: float = TMP_MAX_AGE) -> int:
+        """Delete temporaries older than ``max_age`` seconds: left by a killed writer (no writer
+        takes an hour to stage one video), never read."""
+        n = 0
+        for p in self._temporaries():
+            try:
+                if time.time() - p.stat().st_mtime > max_age:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
 
     def _gc(self) -> int:
         used = {f["seg"] for e in self.index["videos"].values() for f in e["fields"].values()}

@@ -112,6 +112,10 @@ class ZarrStore(PackedStore):
         import zarr
         return zarr.open_array(str(self.path / "staging" / name / field), mode="r")[...]
 
+    def _temporaries(self) -> list[Path]:
+        return [p for p in (self.path / "staging").glob(".tmp-*")] + \
+            [p for p in (self.path / "index").glob(".zarr.json.*.tmp")]
+
     def _delete_parcel(self, name: str) -> None:
         shutil.rmtree(self.path / "staging" / name, ignore_errors=True)
 

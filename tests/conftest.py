@@ -16,7 +16,6 @@ def write_video(path: Path, *, frames: int = 48, size: tuple[int, int] = (64, 48
     """Write a small real video: frame i is a flat colour whose red channel encodes i (i * 5 % 256),
     plus (unless ``audio_rate`` is None) a sine tone.  ``vfr_times`` gives explicit presentation
     times in seconds for a variable-frame-rate file."""
-
     w, h = size
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps)

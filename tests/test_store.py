@@ -146,3 +146,20 @@ def test_not_a_store_is_one_clear_error(tmp_path):
         open_store(tmp_path / "x")
     with pytest.raises(StoreError, match="no such store"):
         open_store(tmp_path / "nope")
+
+
+def test_temporaries_of_a_killed_writer_are_cleaned_after_an_hour(tmp_path):
+    import os
+    import time
+    st = create_store(tmp_path / "s")
+    _fill(st, 1)
+    old = tmp_path / "s" / "staging" / ".tmp-123-4-abc"
+    new = tmp_path / "s" / "staging" / ".tmp-999-4-def"
+    for d in (old, new):
+        d.mkdir()
+        (d / "zarr.json").write_text("{}")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    st.commit()
+    assert not old.exists() and new.exists()        # a recent one may still be being written
+    assert open_store(tmp_path / "s").ids() == ["v0"]
