@@ -63,9 +63,10 @@ def train_skim(features, out_dir, student, steps, indexing, banks, recognition_f
                   resume=resume, progress=progress)
     except (SkimError, ValueError) as e:
         fail(str(e))
-    click.echo(f"trained: {out_dir / 'checkpoint.pt'}  " +
-               " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()))
+    summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in row.items())
+    click.echo(f"trained: {out_dir / 'checkpoint.pt'}  "
+               + (summary or "(already trained for every epoch asked; nothing to do)"))
 
 
 @click.command("evaluate")
