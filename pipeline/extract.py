@@ -124,11 +124,23 @@ def _ensure_setup(stage: Stage, device: str) -> None:
         _SETUP[key] = True
 
 
+_STORES: dict[str, Any] = {}
+
+
+def _store(store_path: str):
+    """This process's store object for ``store_path``: its index is parsed again only after a
+    commit replaced it, not once per video."""
+    st = _STORES.get(store_path)
+    if st is None:
+        st = _STORES[store_path] = open_store(store_path)
+    return st
+
+
 def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], device: str = "cpu",
                   missing_reason: str = "") -> Outcome:
     """Extract one video into the store (staged; visible after the next commit)."""
     t0 = time.perf_counter()
-    store = open_store(store_path)
+    store = _store(store_path)
     current, keys = "decode", {}
     try:
         if video.path is None:

@@ -89,6 +89,10 @@ class HDF5Store(PackedStore):
         self._close()
         return json.loads(self._h5()["l2l_index"][()].tobytes())
 
+    def _index_stamp(self) -> tuple:
+        st = os.stat(self.path)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def _lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
 

@@ -51,6 +51,7 @@ class PackedStore(Store):
     def __init__(self, path: Path):
         super().__init__(path)
         self._index: dict | None = None
+        self._stamp: tuple | None = None
 
     # ---- backend primitives --------------------------------------------------------------
     @abc.abstractmethod
@@ -98,14 +99,29 @@ class PackedStore(Store):
     def _lock_path(self) -> Path: ...
 
     # ---- the index -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def _index_stamp(self) -> tuple:
+        """Identity of the index as saved now (inode, mtime, size): it changes with every save."""
+
     @property
     def index(self) -> dict:
-        if self._index is None:
-            self._index = self._load_index()
+        """The index, parsed once and again only when it was replaced since (a 20,000-video
+        index is tens of MB of JSON: a long-lived store object must not parse it per video)."""
+        stamp = self._index_stamp()
+        if self._index is None or stamp != self._stamp:
+            self._forget_handles()
+            self._index, self._stamp = self._load_index(), stamp
             if self._index.get("schema_version") != SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {self._index.get('schema_version')}"
                                  f" is not {SCHEMA_VERSION}, which this l2l reads")
         return self._index
+
+    def _forget_handles(self) -> None:
+        """Drop open segment handles (the store on disk may have been replaced); optional."""
+
+    def _saved(self, index: dict) -> None:
+        """Remember ``index`` as the one just saved (no re-parse of our own write)."""
+        self._index, self._stamp = index, self._index_stamp()
 
     def refresh(self) -> None:
         self._index = None
@@ -240,6 +256,7 @@ class PackedStore(Store):
             idx = self.index
             idx["info"][key] = value
             self._save_index(idx)
+            self._saved(idx)
 
     def _parcel_name(self) -> str:
         return f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -313,7 +330,7 @@ class PackedStore(Store):
             self._write_segment(seg, seg_arrays, finish_index)
         else:
             self._save_index(finish_index())
-        self._index = new
+        self._saved(new)
         for name in stale + [n for n, _ in parcels]:
             self._delete_parcel(name)
         removed = self._gc()
@@ -380,6 +397,7 @@ class PackedStore(Store):
             for v in vids:
                 idx["videos"].pop(v, None)
             self._save_index(idx)
+            self._saved(idx)
             self._gc()
 
     # ---- checking ------------------------------------------------------------------------

@@ -87,6 +87,13 @@ class ZarrStore(PackedStore):
     def _save_index(self, index: dict) -> None:
         _atomic_write_json(self.path / "index" / "zarr.json", _group_doc({"l2l_index": index}))
 
+    def _forget_handles(self) -> None:
+        self._arrays = {}
+
+    def _index_stamp(self) -> tuple:
+        st = os.stat(self.path / "index" / "zarr.json")
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def _lock_path(self) -> Path:
         return self.path / "zarr.json"
 

@@ -163,3 +163,20 @@ def test_temporaries_of_a_killed_writer_are_cleaned_after_an_hour(tmp_path):
     st.commit()
     assert not old.exists() and new.exists()        # a recent one may still be being written
     assert open_store(tmp_path / "s").ids() == ["v0"]
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
+def test_index_is_parsed_again_only_after_another_writer_committed(tmp_path, name):
+    writer = create_store(tmp_path / name)
+    _fill(writer, 1)
+    reader = open_store(tmp_path / name)
+    loads = []
+    real = reader._load_index
+    reader._load_index = lambda: loads.append(1) or real()
+    for _ in range(20):                        # one parse, however many videos are looked up
+        assert reader.ids() == ["v0"] and reader.meta("v0").num_moments == 3
+    assert len(loads) == 1
+    writer.put(_meta("v7", 2), {"logmel": np.zeros((2, 101, 40), np.float16)}, {"logmel": _rec()})
+    writer.commit()                            # replaces the index: the reader sees it
+    assert reader.ids() == ["v0", "v7"] and len(loads) == 2
+    assert np.all(reader.read("v7", ["logmel"])["logmel"] == 0)
