@@ -10,7 +10,6 @@ summary.  No model or decoding code lives here.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Sequence
 
@@ -293,7 +292,3 @@ def _record_store_info(store, dataset: Dataset, stages: Sequence[Stage]) -> None
     stage_info.update({s.name: {"config": s.config_dict(), "config_hash": s.config_hash} for s in stages})
     if stage_info != info.get("stages"):
         store.set_info("stages", stage_info)
-
-
-def torch_threads_for(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import SCHEMA_VERSION, StoreError
-from .packed import CHUNK_BYTES, PackedStore, empty_index
+from .index import empty_index
+from .packed import CHUNK_BYTES, PackedStore
 
 SUFFIXES = (".h5", ".hdf5")
 

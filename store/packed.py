@@ -23,26 +23,16 @@ import os
 import shutil
 import time
 import uuid
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .base import SCHEMA_VERSION, ArrayRecord, Batch, Failure, Store, StoreError, VideoMeta
-from ..stages.base import stable_hash
+from .index import apply_commit, checksum
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
 TMP_MAX_AGE = 3600.0         # seconds after which a temporary left by a killed writer is removed
-
-
-def checksum(a: np.ndarray) -> str:
-    return f"{zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1)) & 0xFFFFFFFF:08x}"
-
-
-def empty_index(backend: str) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "backend": backend, "generation": 0,
-            "videos": {}, "records": {}, "failures": {}, "info": {}, "consumed": []}
 
 
 class PackedStore(Store):
@@ -324,7 +314,7 @@ class PackedStore(Store):
         # The index is written by the backend right after the segment, so apply updates lazily:
         # a generator cannot tell us about bad parcels before it ran, hence the callback.
         def finish_index() -> dict:
-            self._apply(new, [p for p in parcels if p[0] not in superseded], placed, seg, bad)
+            apply_commit(new, [p for p in parcels if p[0] not in superseded], placed, seg, bad)
             return new
         if seg_arrays:
             self._write_segment(seg, seg_arrays, finish_index)
@@ -339,34 +329,6 @@ class PackedStore(Store):
         return {"videos": len(puts) - len(bad), "failures": n_fail, "rejected": len(bad),
                 "superseded": len(superseded),
                 "segment": seg if seg_arrays else None, "segments_removed": removed}
-
-    def _apply(self, idx: dict, parcels, placed, seg: str, bad: set[str]) -> None:
-        for pname, a in parcels:
-            if a.get("kind") == "failure":
-                f = a["failure"]
-                idx["failures"][f["id"]] = f
-                continue
-            meta = a["meta"]
-            vid = meta["id"]
-            if pname in bad:
-                idx["failures"][vid] = {"id": vid, "stage": "store", "source": meta.get("source", ""),
-                                        "reason": "staged arrays failed their checksum; re-extract",
-                                        "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                continue
-            entry = idx["videos"].get(vid)
-            if entry is None or a["replace"]:
-                entry = idx["videos"][vid] = {"meta": meta, "fields": {}}
-            entry["meta"] = meta
-            for field, rec in a["records"].items():
-                shared = {"stage": rec["stage"], "config": rec["config"], "versions": rec["versions"]}
-                rid = stable_hash(shared)
-                idx["records"].setdefault(rid, shared)
-                arr, start, stop = placed[(pname, field)]
-                entry["fields"][field] = {"seg": seg, "arr": arr, "start": start, "stop": stop,
-                                          "key": rec["key"], "upstream": rec["upstream"],
-                                          "rec": rid, "shape": rec["shape"], "dtype": rec["dtype"],
-                                          "crc": rec["checksum"]}
-            idx["failures"].pop(vid, None)
 
     def _clean_temporaries(self, max_age: float = TMP_MAX_AGE) -> int:
         """Delete temporaries older than ``max_age`` seconds: left by a killed writer (no writer

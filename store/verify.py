@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from .packed import checksum
+from .index import checksum
 
 
 def verify_packed(store, expected_fields: Sequence[str] | None = None) -> list[str]:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import SCHEMA_VERSION, StoreError
-from .packed import CHUNK_BYTES, PackedStore, empty_index
+from .index import empty_index
+from .packed import CHUNK_BYTES, PackedStore
 
 
 def _atomic_write_json(path: Path, doc: dict) -> None:
