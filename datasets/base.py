@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
+from ..core.errors import L2LError
 
 
-class AnnotationError(ValueError):
+class AnnotationError(L2LError, ValueError):
     """A malformed annotation file; the message names the file and the entry."""
 
 

@@ -35,13 +35,14 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
+from ..core.errors import L2LError
 
 INDEXING = ("audiovisual", "visual", "single")
 CHECKPOINT = "checkpoint.pt"          # what train-skim writes in its --out folder
 FORMAT = "l2l-skim/1"
 
 
-class SkimError(RuntimeError):
+class SkimError(L2LError, RuntimeError):
     """A store, student or checkpoint that does not fit; the message says why in one line."""
 
 

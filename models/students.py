@@ -24,9 +24,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
 LOGMEL_SHAPE = (101, 40)          # time frames x mel bands
 CHECKPOINT_NAME = "student.pt"    # what ``train-student`` writes last in its --out folder
+from ..core.errors import L2LError
 
 
-class WeightsError(RuntimeError):
+class WeightsError(L2LError, RuntimeError):
     """Weights that cannot be found or loaded; the message says what to pass instead."""
 
 
@@ -189,7 +190,7 @@ def build_student(*, num_classes: int, image_weights=None, conv1_stride: int = 1
 # ---- checkpoints ------------------------------------------------------------------------------
 def content_hash(state_dict: dict[str, torch.Tensor], config: dict, classes: list[str]) -> str:
     """sha256 (16 hex) of the weights' bytes (in key order), the config and the classes."""
-    from l2l.stages.base import stable_hash
+    from ..core.hashing import stable_hash
     h = hashlib.sha256()
     for k in sorted(state_dict):
         t = state_dict[k].detach().cpu().contiguous()

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from typing import Any, Sequence
 
+from ..core.errors import L2LError
 from ..datasets.base import Dataset, VideoRecord
 from ..stages import STAGES, Stage
 from ..stages.decode import DecodeError, source_fingerprint
@@ -24,7 +25,7 @@ COMMIT_EVERY = 64            # videos between periodic commits (a crash loses at
 COMMIT_SECONDS = 120.0
 
 
-class ConfigError(ValueError):
+class ConfigError(L2LError, ValueError):
     """Bad stage names or options; the message says which."""
 
 

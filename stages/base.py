@@ -7,17 +7,11 @@ stage logic; see ``stages/decode.py``, ``stages/spectrogram.py`` and friends.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
+
+from ..core.hashing import stable_hash
 
 STAGES: dict[str, type["Stage"]] = {}
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    """A short sha256 of ``obj`` serialised as canonical JSON (sorted keys)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
 def register(cls: type["Stage"]) -> type["Stage"]:
@@ -38,6 +32,11 @@ class Stage:
       ``transient``: handed to later stages in memory but not stored).
     - ``hash_exclude``: config fields that do not change the numbers (batch size, device,
       paths whose content is hashed separately) and so stay out of the cache key.
+    - ``uses_gpu``: the stage runs a network and goes to the GPU when there is one; stages
+      without it always run on the CPU, whatever ``--device`` says (their numbers must not
+      depend on the machine).
+    - ``batchable``: ``run_batch`` over many videos is cheaper than ``run`` on each (one forward
+      pass spans videos); the runner then hands it all the videos of a task at once.
     """
 
     name: ClassVar[str]
@@ -46,6 +45,8 @@ class Stage:
     outputs: ClassVar[tuple[str, ...]] = ()
     transient: ClassVar[tuple[str, ...]] = ()
     hash_exclude: ClassVar[tuple[str, ...]] = ()
+    uses_gpu: ClassVar[bool] = False
+    batchable: ClassVar[bool] = False
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -61,6 +62,12 @@ class Stage:
         """Compute this stage's outputs for one video from ``inputs`` (and the media file
         ``source`` when ``"source"`` is an input)."""
         raise NotImplementedError
+
+    def run_batch(self, inputs: Sequence[dict[str, Any]], *, device: str = "cpu") -> list[dict[str, Any]]:
+        """``run`` over many videos (``inputs[i]`` is video i's inputs; no ``source``): the
+        outputs in the same order.  Batchable stages override it to cut one forward pass across
+        videos; the numbers must equal ``run`` on each video."""
+        return [self.run(x, device=device) for x in inputs]
 
     def key(self, upstream: dict[str, str]) -> str:
         """The cache key of this stage's outputs given its inputs' keys."""

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import L2LError
 from .base import Stage, register
 
 SAMPLE_RATE = 16000
 MAX_AUDIO_AHEAD = 120.0      # seconds of audio kept past the latest video frame (bounds memory)
 
 
-class DecodeError(RuntimeError):
+class DecodeError(L2LError, RuntimeError):
     """A media file that cannot be used; ``str(e)`` is one line naming the file and the reason."""
 
     def __init__(self, path: os.PathLike | str, reason: str):

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
+from ..core.errors import L2LError
 
 SCHEMA_VERSION = 1
 
 
-class StoreError(RuntimeError):
+class StoreError(L2LError, RuntimeError):
     """A store that cannot be opened, read or written as asked; the message says why."""
 
 

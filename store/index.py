@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 
 from .base import SCHEMA_VERSION
-from ..stages.base import stable_hash
+from ..core.hashing import stable_hash
 
 
 def checksum(a: np.ndarray) -> str:

@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from l2l.models.students import CHECKPOINT_NAME, build_student, read_checkpoint, save_student
+from ..core.errors import L2LError
 
 OBJECTIVES = ("distill", "classify", "both")
 KEEP_CHECKPOINTS = 2
 
 
-class TrainError(ValueError):
+class TrainError(L2LError, ValueError):
     """A store or an output folder that cannot be trained from as asked; one line saying why."""
 
 
