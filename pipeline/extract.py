@@ -282,7 +282,7 @@ def _record_store_info(store, dataset: Dataset, stages: Sequence[Stage]) -> None
     if info.get("classes") is None:
         store.set_info("dataset", dataset.name)
         store.set_info("classes", classes)
-    models = any(s.name in ("teacher", "features") for s in stages)
+    models = any(s.uses_gpu for s in stages)
     if models and "flops_per_moment" not in info:  # measured once, with torch's flop counter,
         from ..models.cost import flops_per_moment  # when the first model stage runs
         store.set_info("flops_per_moment", flops_per_moment(num_classes=len(classes)))

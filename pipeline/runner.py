@@ -40,7 +40,6 @@ from ..stages import Stage
 from ..store import Failure, open_store
 from .extract import Outcome, process_video
 
-GPU_STAGES = ("teacher", "features")
 GPU_BATCH = 8                # videos per model task (each video's moments go through in chunks)
 
 
@@ -139,7 +138,7 @@ def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[St
     tasks, on any worker)."""
     from distributed import Client
 
-    needs_model = any(s.name in GPU_STAGES for s in stages)
+    needs_model = any(s.uses_gpu for s in stages)
     cuda = device.startswith("cuda")
     if model_resources is None:
         model_resources = {"GPU": 1} if cuda else {}
@@ -193,7 +192,7 @@ def _run_split(client, store_path, videos, stages, *, device, progress, missing_
     """Decode tasks on any worker; model tasks of ``gpu_batch`` decoded videos on GPU workers."""
     from distributed import as_completed
 
-    cpu_stages = [s for s in stages if s.name not in GPU_STAGES]
+    cpu_stages = [s for s in stages if not s.uses_gpu]
     decode = [client.submit(_video_task, store_path, v, cpu_stages, "cpu", missing_reason,
                             threads, key=f"l2l-decode-{i}-{v.id}", retries=retries, pure=False)
               for i, v in enumerate(videos)]

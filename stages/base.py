@@ -35,6 +35,8 @@ class Stage:
     - ``uses_gpu``: the stage runs a network and goes to the GPU when there is one; stages
       without it always run on the CPU, whatever ``--device`` says (their numbers must not
       depend on the machine).
+    - ``cost_models``: per output, the models (keys of ``models.cost.flops_per_moment``) that
+      one moment of it costs; what the evaluation's cost accounting reads.
     - ``batchable``: ``run_batch`` over many videos is cheaper than ``run`` on each (one forward
       pass spans videos); the runner then hands it all the videos of a task at once.
     """
@@ -47,6 +49,7 @@ class Stage:
     hash_exclude: ClassVar[tuple[str, ...]] = ()
     uses_gpu: ClassVar[bool] = False
     batchable: ClassVar[bool] = False
+    cost_models: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -85,6 +88,9 @@ class Stage:
 class ModelStage(Stage):
     """A stage that runs a network: ``setup`` loads it into ``self.model`` on ``self.device``
     once per process; it is not pickled (a dask worker loads its own copy)."""
+
+    uses_gpu = True
+    batchable = True
 
     def __init__(self, config: Any = None):
         super().__init__(config)

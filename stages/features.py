@@ -53,6 +53,8 @@ class Features(ModelStage):
     Config = FeaturesConfig
     inputs = ("frames", "logmel")
     outputs = ("image", "audio", "imageaudio")
+    cost_models = {"image": ("image_trunk",), "audio": ("audio_trunk",),
+                   "imageaudio": ("image_trunk", "audio_trunk", "fusion")}
     hash_exclude = ("checkpoint", "batch_size", "amp")
 
     def setup(self, device: str = "cpu") -> None:

@@ -92,6 +92,7 @@ class TeacherStage(ModelStage):
     Config = TeacherConfig
     inputs = ("source",)
     outputs = ("teacher", "teacher_logits")
+    cost_models = {"teacher": ("teacher",), "teacher_logits": ("teacher",)}
     hash_exclude = ("weights", "batch_size")
 
     def setup(self, device: str = "cpu") -> None:
