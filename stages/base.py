@@ -66,6 +66,19 @@ class Stage:
         ``source`` when ``"source"`` is an input)."""
         raise NotImplementedError
 
+    def for_device(self, device: str) -> "Stage":
+        """This stage as it will run on ``device`` ("cpu" or "cuda..."): a copy whose config
+        records whatever makes its numbers device-dependent (precision, say), so that the cache
+        keys differ where the numbers may.  The runner calls it once, after resolving
+        ``--device``, with "cpu" for every stage that does not ``uses_gpu``."""
+        return self
+
+    def upstream_options(self) -> dict[str, dict[str, Any]]:
+        """Options this stage needs set on earlier stages: stage name -> config field -> value
+        (the teacher asks decode for its clips).  ``plan_stages`` applies them before checking
+        that every input is produced."""
+        return {}
+
     def run_batch(self, inputs: Sequence[dict[str, Any]], *, device: str = "cpu") -> list[dict[str, Any]]:
         """``run`` over many videos (``inputs[i]`` is video i's inputs; no ``source``): the
         outputs in the same order.  Batchable stages override it to cut one forward pass across
