@@ -6,7 +6,6 @@ nothing is written outside it.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,15 +17,9 @@ from l2l.cli.main import main
 from l2l.datasets.base import Dataset, VideoRecord
 from l2l.pipeline.extract import extract, plan_stages
 from l2l.store import export_store, open_store
+from helpers import write_video as _write_video
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _write_video(*args, **kw):
-    spec = importlib.util.spec_from_file_location("_l2l_conftest_ann", REPO / "tests" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_video(*args, **kw)
 
 
 def _entry(label="Run", subset="training"):

@@ -10,7 +10,6 @@ long audio, odd interleaving and faststart mp4s, the small writers in ``conftest
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -24,21 +23,10 @@ from l2l.cli.main import main
 from l2l.stages.decode import decode_video
 from l2l.stages.spectrogram import Spectrogram
 from l2l.store import open_store
+from helpers import remux, write_audio_only, write_raw, write_video, write_vp9_opus
 
 REPO = Path(__file__).resolve().parents[1]
 SILENCE = np.float16(np.log(1e-6))          # log-mel of a zero window (spectrogram floor)
-
-
-def _conftest():
-    spec = importlib.util.spec_from_file_location("_l2l_conftest_bad", REPO / "tests" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_media = _conftest()
-write_video, remux, write_raw = _media.write_video, _media.remux, _media.write_raw
-write_audio_only, write_vp9_opus = _media.write_audio_only, _media.write_vp9_opus
 
 
 def _vfr_times():

@@ -14,7 +14,6 @@ store's protocol is the same for every field.  Killing a dask worker is covered 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ from l2l.cli.main import main
 from l2l.datasets.base import load_dataset
 from l2l.pipeline.extract import extract, plan_stages, process_video
 from l2l.store import create_store, open_store
+from helpers import write_video as _write_video
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = [("a", 20), ("b", 40), ("c", 33), ("d", 64), ("e", 17), ("f", 50), ("g", 70), ("h", 30)]
@@ -103,13 +103,6 @@ DRIVER = textwrap.dedent("""
     ex.extract(ds, store, stages=ex.plan_stages(["decode"]), device="cpu", progress=False)
     print(json.dumps(hits))
 """)
-
-
-def _write_video(*args, **kw):
-    spec = importlib.util.spec_from_file_location("_l2l_conftest_crash", REPO / "tests" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_video(*args, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 
 from l2l.cli.main import main
 from l2l.store import open_store
+from helpers import write_video as _write_video
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = ["frames", "times", "frame_index", "logmel"]
@@ -38,13 +38,6 @@ VIDEOS = {                     # two moments each (17-32 frames): the student is
     "vr": ("v_vr.mp4", dict(frames=24, tone_hz=480.0)),
     "vs": ("v_vs.mp4", dict(frames=24, tone_hz=1600.0, lossless=False)),
 }
-
-
-def _write_video(*args, **kw):
-    spec = importlib.util.spec_from_file_location("_l2l_conftest_det", REPO / "tests" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_video(*args, **kw)
 
 
 def _digest(d: Path) -> dict[str, str]:

@@ -7,7 +7,6 @@ them by reference): the ``cluster`` fixture puts the repository root on their ``
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -23,19 +22,13 @@ from l2l.stages.base import Stage
 from l2l.stages.decode import Decode
 from l2l.stages.spectrogram import Spectrogram
 from l2l.store import ArrayRecord, VideoMeta, create_store, open_store
+from helpers import write_video as _write_video
 
 GOOD = [("a", 64, 300.0), ("b", 80, 500.0), ("c", 48, 700.0), ("d", 96, 900.0), ("e", 33, 1100.0),
         ("f", 70, 1300.0)]
 
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _write_video(*args, **kw):
-    spec = importlib.util.spec_from_file_location("_l2l_conftest", REPO / "tests" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_video(*args, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,14 @@
 the frame size or the length of the video (peak RSS of a subprocess, measured)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from helpers import write_raw
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _conftest():
-    spec = importlib.util.spec_from_file_location("_l2l_conftest_mem", REPO / "tests" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-write_raw = _conftest().write_raw
 
 
 # ---- bounded memory (peak RSS growth of a subprocess) ----------------------------------------
