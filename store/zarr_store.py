@@ -52,6 +52,8 @@ class ZarrStore(PackedStore):
         path = Path(path)
         if (path / "zarr.json").exists():
             return cls.open(path)
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path}: is a file, not a zarr store (a zarr store is a folder)")
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"{path}: exists and is not an l2l store (not empty)")
         root = zarr.open_group(str(path), mode="w",
