@@ -4,7 +4,9 @@
 ``--dataset synthetic`` (``load_synthetic``) reads them back through the ActivityNet parser.
 
 Construction (all randomness from ``numpy.random.default_rng((seed, video_index))``, so a seed
-fixes every pixel and sample; encoding is single-threaded and bit-exact, so files are identical):
+fixes every pixel and sample; encoding is single-threaded and bit-exact, so files are identical;
+x264's macroblock-tree rate control is off, because with it the same frames encoded twice in one
+process came out different in about half of the runs):
 
 - Classes.  Class k has a *visual signature*: a bold, saturated colour ``PALETTE[k]`` and a shape
   ``SHAPES[k]`` (disc, square, triangle, cross, ring, diamond, ...; for more than 6 classes the
@@ -219,7 +221,7 @@ def _render(cfg: SyntheticConfig, index: int, label: int, path: str) -> dict:
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         gop = max(1, int(round(cfg.gop_seconds * cfg.fps)))
         vs.options = {"preset": "veryfast", "crf": str(cfg.crf),
-                      "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:threads=1"}
+                      "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:threads=1:no-mbtree=1"}
         vs.codec_context.flags |= Flags.bitexact
         vs.thread_count = 1
         aus = out.add_stream("aac", rate=cfg.audio_rate, layout="mono")
