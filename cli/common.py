@@ -1,6 +1,17 @@
-"""Small helpers shared by the CLI modules (options, errors, data-set loading)."""
+"""Options and helpers shared by the CLI modules, so that one thing has one name everywhere.
+
+- the store is ``--store`` in every command (old spellings stay as aliases: ``--features``;
+  ``l2l store ...`` subcommands also take it positionally);
+- ``--out`` is always a folder; an output that is one file has its own name (``--png``,
+  ``OUTFILE``);
+- ``--progress/--no-progress``: bars only when stderr is a terminal, unless forced;
+- choices come from the registries (data-set adapters, devices).
+
+This module does not catch errors: ``L2LError`` becomes one line in ``cli.main.L2LGroup``.
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -8,7 +19,7 @@ import click
 from ..datasets.base import ADAPTER_MODULES
 
 DATASET = click.option("--dataset", "dataset_name", type=click.Choice(sorted(ADAPTER_MODULES)),
-                       required=True, help="Data-set adapter.")
+                       required=True, help="Data-set adapter (the annotation format).")
 DATASET_OPTION = click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
                               help="An adapter option, e.g. split=2 (ucf101) or seed=1 (mini-sports1m).")
 
@@ -16,12 +27,30 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
                       help="Where models run: the GPU when there is one (auto), or as given.")
 
 
+def store_option(*aliases: str, exists: bool = True,
+                 help: str = "Feature store: a folder (zarr) or a *.h5 file (hdf5)."):
+    """``--store STORE`` (required), with older spellings (e.g. ``--features``) as aliases."""
+    return click.option("--store", *aliases, "store_path", required=True, help=help,
+                        type=click.Path(exists=exists, path_type=Path))
+
+
+def _resolve_progress(ctx, param, value):
+    return sys.stderr.isatty() if value is None else value
+
+
+PROGRESS = click.option("--progress/--no-progress", default=None, callback=_resolve_progress,
+                        show_default=False,
+                        help="Show progress bars (default: only when stderr is a terminal, so "
+                             "that logs hold no redraws).")
+
+
 def fail(message: str) -> None:
-    """Print one clear line (``Error: ...``) and exit with status 1."""
+    """Print one clear line (``Error: ...``) and exit with status 1 (for checks of CLI input)."""
     raise click.ClickException(" ".join(str(message).split()))
 
 
 def parse_sets(sets) -> dict[str, dict[str, str]]:
+    """``STAGE.OPTION=VALUE`` strings -> {stage: {option: value}}."""
     out: dict[str, dict[str, str]] = {}
     for s in sets:
         key, eq, value = s.partition("=")
@@ -51,12 +80,11 @@ def parse_options(pairs) -> dict[str, object]:
 
 
 def load_dataset(name: str, videos: Path, annotations: Path, options: dict | None = None):
-    from ..datasets import AnnotationError, get_adapter
+    """The adapter's ``Dataset``; a missing file or an option the adapter lacks is one line."""
+    from ..datasets import get_adapter
     if not Path(annotations).exists():
         fail(f"{annotations}: annotation file not found")
     try:
         return get_adapter(name)(Path(videos), Path(annotations), **(options or {}))
-    except AnnotationError as e:
-        fail(str(e))
     except TypeError as e:                      # an option this adapter does not take
         fail(f"--dataset {name}: {e}")

@@ -18,8 +18,14 @@ def demo(out, device, seed):
     train-skim, visualize and evaluate on it, printing each command; ends with the report's path."""
     from ..pipeline.demo import DemoConfig, run_demo
 
-    report = run_demo(out, DemoConfig(device=device, seed=seed), echo=click.echo)
+    report = run_demo(out, DemoConfig(device=device, seed=seed), run=run_in_process, echo=click.echo)
     click.echo(f"report: {report}")
+
+
+def run_in_process(argv) -> None:
+    """Run one ``l2l`` command line in this process; raises (instead of exiting) on an error."""
+    from .main import main
+    main.main(list(argv), prog_name="l2l", standalone_mode=False)
 
 
 commands = [demo]

@@ -5,7 +5,10 @@ from pathlib import Path
 
 import click
 
-from .common import DATASET, DATASET_OPTION, DEVICE, fail, load_dataset, parse_options, parse_sets
+from ..stages import STAGES
+from ..store import BACKENDS
+from .common import (DATASET, DATASET_OPTION, DEVICE, PROGRESS, load_dataset, parse_options, parse_sets,
+                     store_option)
 
 
 @click.command()
@@ -15,12 +18,11 @@ from .common import DATASET, DATASET_OPTION, DEVICE, fail, load_dataset, parse_o
               help="Folder holding the media files.")
 @click.option("--annotations", type=click.Path(path_type=Path), required=True,
               help="The data set's annotation file (e.g. ActivityNet's v1.3 JSON).")
-@click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
-              help="Feature store to create or extend (a directory for zarr, *.h5 for hdf5).")
-@click.option("--subset", default=None, help="Only this subset (training, validation, testing).")
-@click.option("--limit", type=int, default=None, help="Only the first N videos.")
+@store_option(exists=False, help="Feature store to create or extend (a folder for zarr, *.h5 for hdf5).")
+@click.option("--subset", default=None, help="Only this subset (training, validation, testing); default: all.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N videos; default: all.")
 @click.option("--stages", default="decode,spectrogram",
-              help="Comma-separated stages, in order (decode, spectrogram, teacher, features).")
+              help=f"Comma-separated stages, in order (known: {', '.join(STAGES)}).")
 @click.option("--student", type=click.Path(exists=True, path_type=Path), default=None,
               help="Student checkpoint (file or train-student dir): adds the features stage.")
 @click.option("--teacher-weights", default=None,
@@ -28,21 +30,22 @@ from .common import DATASET, DATASET_OPTION, DEVICE, fail, load_dataset, parse_o
 @click.option("--set", "sets", multiple=True, metavar="STAGE.OPTION=VALUE",
               help="Override a stage option, e.g. --set spectrogram.floor=1e-5 (repeatable).")
 @DEVICE
-@click.option("--workers", type=int, default=1, help="Parallel worker processes (an embedded dask cluster when > 1).")
+@click.option("--workers", type=click.IntRange(1), default=1, help="Parallel worker processes (an embedded dask cluster when > 1).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead.")
-@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), default=None,
-              help="Store backend for a new store (default: from the path).")
+@click.option("--backend", type=click.Choice(sorted(BACKENDS)), default=None,
+              help="Store backend for a new store (default: hdf5 for *.h5, else zarr).")
 @click.option("--retry-failed", is_flag=True,
               help="Also retry videos whose decode failed before (same file, same settings).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@PROGRESS
 def extract(dataset_name, dataset_options, videos, annotations, store_path, subset, limit, stages, student,
             teacher_weights, sets, device, workers, scheduler, backend, retry_failed, progress):
     """Decode videos, compute spectrograms (and teacher / student features) into STORE.
 
     Resumable: videos already complete with the same stage configs are skipped; failures are
-    recorded in the store (`l2l store info STORE --failures`) and the run goes on."""
-    from ..pipeline.extract import ConfigError, extract as run_extract, plan_stages
-    from ..store import StoreError
+    recorded in the store (`l2l store info STORE --failures`) and the run goes on; the exit
+    status is 0 even when some videos failed (bad input stops the run before anything is
+    written, with exit status 1)."""
+    from ..pipeline.extract import extract as run_extract, plan_stages
 
     names = [s.strip() for s in stages.split(",") if s.strip()]
     options = parse_sets(sets)
@@ -53,14 +56,11 @@ def extract(dataset_name, dataset_options, videos, annotations, store_path, subs
         names += [] if "features" in names else ["features"]
         options.setdefault("features", {})["checkpoint"] = str(student)
     dataset = load_dataset(dataset_name, videos, annotations, parse_options(dataset_options))
-    try:
-        plan = plan_stages(names, options)
-        summary = run_extract(dataset, store_path, stages=plan, subset=subset, limit=limit,
-                              device=device, workers=workers, scheduler=scheduler,
-                              backend=backend, progress=progress, retry_failed=retry_failed,
-                              missing_reason=f"listed in {annotations} but not found in {videos}")
-    except (ConfigError, StoreError) as e:
-        fail(str(e))
+    plan = plan_stages(names, options)
+    summary = run_extract(dataset, store_path, stages=plan, subset=subset, limit=limit,
+                          device=device, workers=workers, scheduler=scheduler,
+                          backend=backend, progress=progress, retry_failed=retry_failed,
+                          missing_reason=f"listed in {annotations} but not found in {videos}")
     for f in summary.failures[:20]:
         click.echo(f"failed [{f.stage}] {f.reason}", err=True)
     if len(summary.failures) > 20:

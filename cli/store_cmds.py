@@ -1,4 +1,8 @@
-"""``l2l store ...``: inspect, verify, commit, repair and export a feature store."""
+"""``l2l store ...``: inspect, verify, commit, repair and export a feature store.
+
+Every subcommand takes the store as its first argument, ``l2l store info STORE``, or as
+``--store STORE`` like every other command.  Errors are one line (``cli.main.L2LGroup``).
+"""
 from __future__ import annotations
 
 import json
@@ -7,15 +11,28 @@ from pathlib import Path
 
 import click
 
-from .common import fail
+from ..store import BACKENDS
 
 
-def _open(path):
-    from ..store import StoreError, open_store
-    try:
-        return open_store(path)
-    except StoreError as e:
-        fail(str(e))
+def store_target(fn):
+    """STORE positionally or ``--store STORE`` (not both, unless they agree)."""
+    path = click.Path(exists=True, path_type=Path)
+    fn = click.option("--store", "store_opt", type=path, default=None,
+                      help="The store, as in other commands (instead of the STORE argument).")(fn)
+    return click.argument("store", type=path, required=False)(fn)
+
+
+def _store_path(store, store_opt) -> Path:
+    if store is not None and store_opt is not None and store != store_opt:
+        raise click.UsageError(f"two stores given: {store} and --store {store_opt}")
+    if store is None and store_opt is None:
+        raise click.UsageError("missing the store: give STORE or --store STORE")
+    return store if store is not None else store_opt
+
+
+def _open(store, store_opt=None):
+    from ..store import open_store
+    return open_store(_store_path(store, store_opt))
 
 
 @click.group("store")
@@ -24,12 +41,12 @@ def store_group():
 
 
 @store_group.command("info")
-@click.argument("store", type=click.Path(exists=True, path_type=Path))
+@store_target
 @click.option("--failures", "show_failures", is_flag=True, help="List every failure with its reason.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(store, show_failures, as_json):
+def info(store, store_opt, show_failures, as_json):
     """Summary of STORE: videos per subset, arrays and their provenance, costs, failures."""
-    st = _open(store)
+    st = _open(store, store_opt)
     inf = st.info()
     ids = st.ids()
     subsets = Counter(st.meta(v).subset for v in ids)
@@ -69,24 +86,26 @@ def info(store, show_failures, as_json):
 
 
 @store_group.command("verify")
-@click.argument("store", type=click.Path(exists=True, path_type=Path))
-def verify(store):
-    """Check every video is complete and consistent and every checksum matches."""
+@store_target
+def verify(store, store_opt):
+    """Check every video is complete and consistent and every checksum matches; exit 1 if not."""
+    store = _store_path(store, store_opt)
     st = _open(store)
     problems = st.verify()
     for p in problems:
         click.echo(p)
     if problems:
-        fail(f"{store}: {len(problems)} problem(s); `l2l store repair {store}` drops the affected "
-             "videos so that a rerun of extract redoes exactly those")
+        raise click.ClickException(f"{store}: {len(problems)} problem(s); `l2l store repair {store}` "
+                                   "drops the affected videos so that a rerun of extract redoes "
+                                   "exactly those")
     click.echo(f"{store}: OK ({len(st.ids())} videos verified)")
 
 
 @store_group.command("repair")
-@click.argument("store", type=click.Path(exists=True, path_type=Path))
-def repair(store):
+@store_target
+def repair(store, store_opt):
     """Drop the videos `verify` finds broken; rerun `l2l extract` to redo exactly those."""
-    st = _open(store)
+    st = _open(store, store_opt)
     st.commit()
     # A problem starts with "<id>/<array>: " or "<id>: "; ids may themselves contain ':', so
     # take the longest stored id that the problem starts with.
@@ -102,23 +121,27 @@ def repair(store):
 
 
 @store_group.command("commit")
-@click.argument("store", type=click.Path(exists=True, path_type=Path))
-def commit(store):
+@store_target
+def commit(store, store_opt):
     """Fold staged parcels (left by a crashed or running extract) into the store."""
-    click.echo(json.dumps(_open(store).commit()))
+    click.echo(json.dumps(_open(store, store_opt).commit()))
 
 
 @store_group.command("export")
-@click.argument("store", type=click.Path(exists=True, path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["hdf5", "zarr"]), default="hdf5")
-def export(store, out, fmt):
-    """Copy STORE into a new store OUT of another format (one compact segment)."""
-    from ..store import StoreError, export_store
-    try:
-        dst = export_store(_open(store), out, fmt)
-    except StoreError as e:
-        fail(str(e))
+@click.argument("paths", nargs=-1, metavar="[STORE] OUTFILE", type=click.Path(path_type=Path))
+@click.option("--store", "store_opt", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The store, as in other commands (instead of the STORE argument).")
+@click.option("--format", "fmt", type=click.Choice(sorted(BACKENDS)), default="hdf5",
+              help="Backend of the new store: hdf5 (one file, for exchange) or zarr (a folder).")
+def export(paths, store_opt, fmt):
+    """Copy STORE into a new store OUTFILE (which must not exist), in one compact segment."""
+    from ..store import export_store
+    if len(paths) != (1 if store_opt is not None else 2):
+        raise click.UsageError("expected STORE OUTFILE, or --store STORE OUTFILE")
+    store, out = (store_opt, paths[0]) if store_opt is not None else paths
+    if not Path(store).exists():
+        raise click.BadParameter(f"{store}: does not exist", param_hint="STORE")
+    dst = export_store(_open(store), out, fmt)
     click.echo(f"exported {len(dst.ids())} videos to {out} ({fmt})")
 
 

@@ -1,8 +1,9 @@
 """The demo: the commands a user runs, in order, on a small synthetic data set.
 
 ``demo_commands`` returns them as argument lists (so the README, the tests and ``l2l demo`` show
-exactly the same thing); ``run_demo`` runs them in this process, one after another, printing each
-as a shell line first.  Its defaults are sized for a 2-core CPU machine with no GPU (under ten
+exactly the same thing); ``run_demo`` hands them, one after another, to a ``run`` callable that
+executes one ``l2l`` command line (``l2l demo`` passes the click group, in this process), printing
+each as a shell line first.  This module does not import ``cli`` (it sits below it).  Its defaults are sized for a 2-core CPU machine with no GPU (under ten
 minutes); ``scale`` makes the data set and the training larger.
 """
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 import shlex
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+from ..core.errors import L2LError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +62,10 @@ def demo_commands(out: Path, c: DemoConfig = DemoConfig()) -> list[list[str]]:
     ]
 
 
-def run_demo(out: Path, c: DemoConfig = DemoConfig(), echo: Callable[[str], None] = print) -> Path:
-    """Run every demo command; returns the path of ``report.md``."""
-    from ..cli.main import main
-
+def run_demo(out: Path, c: DemoConfig = DemoConfig(), *, run: Callable[[Sequence[str]], object],
+             echo: Callable[[str], None] = print) -> Path:
+    """Run every demo command with ``run(argv)`` (argv without the leading ``l2l``); returns the
+    path of ``report.md``.  ``run`` must raise when a command fails."""
     out = Path(out)
     t_all = time.perf_counter()
     for argv in demo_commands(out, c):
@@ -70,7 +73,7 @@ def run_demo(out: Path, c: DemoConfig = DemoConfig(), echo: Callable[[str], None
             argv = [a.replace("{first_validation_video}", _first_validation(out / "store")) for a in argv]
         echo("$ l2l " + " ".join(shlex.quote(a) for a in argv))
         t0 = time.perf_counter()
-        main.main(argv, prog_name="l2l", standalone_mode=False)
+        run(argv)
         echo(f"  ({time.perf_counter() - t0:.0f} s)")
     report = out / "eval" / "report.md"
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
@@ -84,5 +87,5 @@ def _first_validation(store_path: Path) -> str:
     from ..store import open_store
     ids = open_store(store_path).ids("validation")
     if not ids:
-        raise RuntimeError(f"{store_path}: no validation videos to visualise")
+        raise L2LError(f"{store_path}: no validation videos to visualise")
     return ids[0]

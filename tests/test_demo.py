@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from l2l.cli.demo import run_in_process
 from l2l.pipeline.demo import DemoConfig, demo_commands, run_demo
 
 
@@ -19,7 +20,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     cfg = DemoConfig(classes=2, videos_per_class=3, duration=(6.0, 7.0), student_epochs=1,
                      student_moments=16, student_batch=8, skim_epochs=2, skim_batch=4, device="cpu")
     lines = []
-    report = run_demo(tmp_path, cfg, echo=lines.append)
+    report = run_demo(tmp_path, cfg, run=run_in_process, echo=lines.append)
     assert report == tmp_path / "eval" / "report.md" and report.is_file()
     assert [ln.split()[2] for ln in lines if ln.startswith("$ l2l")] == [
         "make-synthetic", "extract", "train-student", "extract", "train-skim", "visualize", "evaluate"]
