@@ -1,8 +1,10 @@
 """The stage protocol: a stage has a ``name``, a frozen config dataclass and one ``run`` method.
 
 A stage's config round-trips to a plain dict (``config_dict``), and its ``config_hash`` keys the
-cache: an array made with another config is never taken for this one.  This module holds no
-stage logic; see ``stages/decode.py``, ``stages/spectrogram.py`` and friends.
+cache: an array made with another config is never taken for this one.  ``ModelStage`` (the base
+of the stages that run a network) lives in ``stages/model.py``: its per-process model cache,
+device placement and batched forward passes.  This module holds no stage logic; see
+``stages/decode.py``, ``stages/spectrogram.py`` and friends.
 """
 from __future__ import annotations
 
@@ -96,19 +98,3 @@ class Stage:
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}({self.config})"
-
-
-class ModelStage(Stage):
-    """A stage that runs a network: ``setup`` loads it into ``self.model`` on ``self.device``
-    once per process; it is not pickled (a dask worker loads its own copy)."""
-
-    uses_gpu = True
-    batchable = True
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        self.model = None
-        self.device = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "model": None, "device": None}

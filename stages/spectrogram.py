@@ -2,8 +2,10 @@
 
 torchaudio's ``MelSpectrogram`` (Hann window 400, hop 160, n_fft 400, 40 mel bands, power 2,
 centred frames, so 16,000 samples give 101 frames), then ``log(max(mel, floor))``.  Stored as
-``logmel`` (N, 101, 40), time x band, float16 by default.  Many windows go through one call, on
-the GPU when asked.  Not here: decoding or resampling (``stages/decode.py``).
+``logmel`` (N, 101, 40), time x band, float16 by default.  Many windows go through one call.
+The stage always runs on the CPU, whatever ``--device`` says: the same waveform gives the same
+bytes on every machine (a GPU's FFT differs in the last bits, and the cache key does not say
+where it ran).  Not here: decoding or resampling (``stages/decode.py``).
 """
 from __future__ import annotations
 
@@ -65,10 +67,11 @@ class Spectrogram(Stage):
     hash_exclude = ("batch_size",)
 
     def setup(self, device: str = "cpu") -> None:
-        self._transform = mel_transform(self.config).to(device)
+        """Build the mel filter bank, on the CPU whatever ``device`` is (see the docstring)."""
+        self._transform = mel_transform(self.config)
 
     def run(self, inputs: dict[str, Any], *, source=None, device: str = "cpu") -> dict[str, Any]:
+        """``device`` is ignored: the spectrogram is computed on the CPU."""
         if getattr(self, "_transform", None) is None:
-            self.setup(device)
-        return {"logmel": log_mel(inputs["waveform"], self.config, device=device,
-                                  transform=self._transform)}
+            self.setup()
+        return {"logmel": log_mel(inputs["waveform"], self.config, transform=self._transform)}
