@@ -2,8 +2,10 @@
 
 Adapters (one module each: ``activitynet``, ``kinetics_sounds``, ``ucf101``, ``mini_sports1m``,
 ``synthetic``) turn an official annotation format into ``VideoRecord``s and register themselves
-under their ``--dataset`` name (``load_dataset(name, ...)`` imports the adapter on first use).
-They read annotation files only; ``mini_sports1m`` alone opens containers, for their duration.
+under their ``--dataset`` name with ``@register``; ``ADAPTER_MODULES`` below is the one line per
+adapter that says which module to import for a name (``get_adapter(name)`` imports it on first
+use).  They read annotation files only; ``mini_sports1m`` alone opens containers, for their
+duration.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import importlib
 from pathlib import Path
 from typing import Callable, Iterable
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 from ..core.errors import L2LError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 
 
 class AnnotationError(L2LError, ValueError):
@@ -47,13 +50,18 @@ ADAPTERS: dict[str, Callable[..., Dataset]] = {}
 
 
 def register(name: str):
+    """Decorator: make ``fn(videos_dir, annotations_path, **options) -> Dataset`` the loader of
+    ``--dataset name`` (``name`` must also be a key of ``ADAPTER_MODULES``)."""
     def deco(fn):
+        if name in ADAPTERS and ADAPTERS[name] is not fn:
+            raise ValueError(f"data set {name!r} registered twice")
         ADAPTERS[name] = fn
         return fn
     return deco
 
 
 # --dataset name -> module of this package that registers it (imported on first use).
+# Adding a data set = its own module + one line here.
 ADAPTER_MODULES = {
     "activitynet": "activitynet",
     "kinetics-sounds": "kinetics_sounds",
@@ -67,10 +75,11 @@ def get_adapter(name: str) -> Callable[..., Dataset]:
     """The loader registered as ``name``, importing its module first if needed."""
     if name not in ADAPTERS and name in ADAPTER_MODULES:
         importlib.import_module(f"{__package__}.{ADAPTER_MODULES[name]}")
-    try:
+    if name in ADAPTERS:
         return ADAPTERS[name]
-    except KeyError:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTER_MODULES))}") from None
+    if name in ADAPTER_MODULES:
+        raise KeyError(f"module {ADAPTER_MODULES[name]!r} does not @register({name!r})")
+    raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTER_MODULES))}")
 
 
 def load_dataset(name: str, videos_dir, annotations_path, **options) -> Dataset:

@@ -36,6 +36,35 @@ def test_registry_knows_every_adapter():
         assert callable(get_adapter(name))
     with pytest.raises(KeyError, match="unknown data set"):
         get_adapter("imagenet")
+    from l2l.datasets.base import ADAPTERS
+    assert set(ADAPTERS) == set(ADAPTER_MODULES)       # each module registers the name listed for it
+
+
+def test_adding_an_adapter_is_its_module_and_one_line(tmp_path, monkeypatch):
+    """A new data set: its own module with ``@register`` + its line in ``ADAPTER_MODULES``;
+    ``get_adapter`` then imports the module on first use (nothing else is edited)."""
+    import sys
+    import l2l.datasets
+    from l2l.datasets import base
+    (tmp_path / "_toy.py").write_text(
+        "from l2l.datasets.base import Dataset, register\n\n\n@register('toy')\n"
+        "def load(videos_dir, annotations_path):\n"
+        "    return Dataset(name='toy', classes=('a',), videos=())\n")
+    (tmp_path / "_lazy.py").write_text("# forgot @register\n")
+    monkeypatch.setattr(l2l.datasets, "__path__", [*l2l.datasets.__path__, str(tmp_path)])
+    for name in ("_toy", "_lazy"):
+        monkeypatch.delitem(sys.modules, f"l2l.datasets.{name}", raising=False)
+    monkeypatch.setitem(base.ADAPTER_MODULES, "toy", "_toy")
+    monkeypatch.setitem(base.ADAPTER_MODULES, "lazy", "_lazy")
+    try:
+        assert "toy" not in base.ADAPTERS
+        assert get_adapter("toy")(tmp_path, tmp_path / "ann").name == "toy"
+        with pytest.raises(KeyError, match="does not @register"):
+            get_adapter("lazy")
+    finally:
+        base.ADAPTERS.pop("toy", None)
+        for name in ("_toy", "_lazy"):
+            sys.modules.pop(f"l2l.datasets.{name}", None)
 
 
 def test_find_video_refuses_paths_outside_the_folder(tmp_path):
