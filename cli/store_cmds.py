@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..store import BACKENDS
+from .common import PROGRESS
 
 
 def store_target(fn):
@@ -87,11 +88,12 @@ def info(store, store_opt, show_failures, as_json):
 
 @store_group.command("verify")
 @store_target
-def verify(store, store_opt):
+@PROGRESS
+def verify(store, store_opt, progress):
     """Check every video is complete and consistent and every checksum matches; exit 1 if not."""
     store = _store_path(store, store_opt)
     st = _open(store)
-    problems = st.verify()
+    problems = st.verify(progress=progress)
     for p in problems:
         click.echo(p)
     if problems:
@@ -133,7 +135,8 @@ def commit(store, store_opt):
               help="The store, as in other commands (instead of the STORE argument).")
 @click.option("--format", "fmt", type=click.Choice(sorted(BACKENDS)), default="hdf5",
               help="Backend of the new store: hdf5 (one file, for exchange) or zarr (a folder).")
-def export(paths, store_opt, fmt):
+@PROGRESS
+def export(paths, store_opt, fmt, progress):
     """Copy STORE into a new store OUTFILE (which must not exist), in one compact segment."""
     from ..store import export_store
     if len(paths) != (1 if store_opt is not None else 2):
@@ -141,7 +144,7 @@ def export(paths, store_opt, fmt):
     store, out = (store_opt, paths[0]) if store_opt is not None else paths
     if not Path(store).exists():
         raise click.BadParameter(f"{store}: does not exist", param_hint="STORE")
-    dst = export_store(_open(store), out, fmt)
+    dst = export_store(_open(store), out, fmt, progress=progress)
     click.echo(f"exported {len(dst.ids())} videos to {out} ({fmt})")
 
 
