@@ -137,3 +137,24 @@ def test_teacher_normalisation_is_torchvisions_kinetics_transform():
     got = normalise_clips(cropped)
     assert got.shape == want.shape == (2, 3, 4, 112, 112)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_teacher_reads_the_clips_decode_makes_for_it(make_video, tmp_path):
+    """One decode pass, configured by the teacher's ``upstream_options``, feeds the teacher."""
+    from l2l.stages.decode import Decode, DecodeConfig
+    path = make_video("t.mp4", frames=40, audio_rate=None)
+    torch.manual_seed(1)
+    t = teacher()
+    w = tmp_path / "teacher.pt"
+    torch.save(t.state_dict(), w)
+    stage = TeacherStage(TeacherConfig(weights=str(w), clip_len=4, clip_resize=(48, 64),
+                                       clip_crop=40, batch_size=2))
+    decode = Decode(DecodeConfig(**stage.upstream_options()["decode"]))
+    assert "clips" in decode.outputs and "clips" in decode.transient
+    assert decode.config_hash == Decode().config_hash        # clips never change decode's key
+    d = decode.run({}, source=path)
+    assert d["clips"].shape == (len(d["times"]), 4, 40, 40, 3) == (3, 4, 40, 40, 3)
+    out = stage.run({"clips": d["clips"]})
+    with torch.no_grad():
+        desc, _ = t(normalise_clips(torch.from_numpy(d["clips"])))
+    assert np.allclose(out["teacher"], desc.numpy(), rtol=2e-3, atol=2e-3)
