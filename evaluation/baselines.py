@@ -10,20 +10,20 @@ over them:
 - SALIENCY (in the spirit of SCSampler): the T moments on which the student classifier is
   most confident (highest max-probability).
 
-A video with fewer than T moments uses all of them.  What is here: per-moment probabilities,
-the selections and the averaging.  What is not: skimming itself (``training/skim.predict``),
+A video with fewer than T moments uses all of them.  Each baseline is a ``choose`` function
+registered by name with ``@baseline`` (``BASELINES``): adding one is its function and that one
+decorator line; the report runs every registered baseline.  What is here: per-moment
+probabilities, the selections and the averaging.  What is not: skimming itself (``training/skim.predict``),
 costs, metrics or files.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-
-METHODS = ("uniform", "random", "dense", "saliency")
-
 
 @torch.no_grad()
 def moment_probs(data, *, fusion: nn.Module | None, classifier: nn.Module,
@@ -44,6 +44,30 @@ def moment_probs(data, *, fusion: nn.Module | None, classifier: nn.Module,
     return torch.cat(out).numpy()
 
 
+# ---- the registry -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """One baseline: ``choose(probs (n, C), t, rng) -> chosen moment indices``; whether its cost
+    counts every moment (``scores_all``: it needs every moment's prediction to choose) and
+    whether its step count is the video's length (``all_steps``) rather than T."""
+    name: str
+    choose: Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+    scores_all: bool = False
+    all_steps: bool = False
+
+
+BASELINES: dict[str, Baseline] = {}
+
+
+def baseline(name: str, *, scores_all: bool = False, all_steps: bool = False):
+    """Register the decorated ``choose`` function as baseline ``name`` (the one line a new
+    baseline adds)."""
+    def deco(fn):
+        BASELINES[name] = Baseline(name, fn, scores_all, all_steps)
+        return fn
+    return deco
+
+
 def uniform_indices(n: int, t: int) -> np.ndarray:
     """T evenly spaced moments of n: the centres of T equal parts (all n if n <= T)."""
     if n <= t:
@@ -61,18 +85,36 @@ def saliency_indices(probs: np.ndarray, t: int) -> np.ndarray:
     return np.argsort(-conf, kind="stable")[:t]
 
 
+@baseline("uniform")
+def _uniform(p, t, rng):
+    return uniform_indices(len(p), t)
+
+
+@baseline("random")
+def _random(p, t, rng):
+    return random_indices(len(p), t, rng)
+
+
+@baseline("dense", scores_all=True, all_steps=True)
+def _dense(p, t, rng):
+    return np.arange(len(p))
+
+
+@baseline("saliency", scores_all=True)
+def _saliency(p, t, rng):
+    return saliency_indices(p, t)
+
+
+METHODS = tuple(BASELINES)      # the registered names, in registration order
+
+
 def selector(method: str, t: int, *, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A function: one video's per-moment probabilities (n, C) -> chosen moment indices."""
-    if method == "uniform":
-        return lambda p: uniform_indices(len(p), t)
-    if method == "random":
-        rng = np.random.default_rng(seed)
-        return lambda p: random_indices(len(p), t, rng)
-    if method == "dense":
-        return lambda p: np.arange(len(p))
-    if method == "saliency":
-        return lambda p: saliency_indices(p, t)
-    raise ValueError(f"unknown baseline {method!r} (known: {', '.join(METHODS)})")
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r} (known: {', '.join(BASELINES)})")
+    rng = np.random.default_rng(seed)
+    choose = BASELINES[method].choose
+    return lambda p: choose(p, t, rng)
 
 
 def run_baseline(probs: np.ndarray, offsets: np.ndarray, method: str, t: int, *,

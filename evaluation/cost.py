@@ -5,11 +5,15 @@ cost = (moments whose index features were computed) x (their per-moment cost)
      + (chosen moments) x (recognition cost per moment).
 
 What is here: the per-moment costs (from the store's ``flops_per_moment``, or counted on the
-meta device when the store has none), the skim network's cost as a function of the number of
-moments it sees, and the per-method formulas.  What is not: accuracy, plots.
+meta device when the store has none), which models each bank needs (``bank_models``, read from
+the stage classes' ``cost_models``), the skim network's cost as a function of the number of
+moments it sees, the per-method formulas and the unit conversion.  What is not: accuracy, plots.
 
-Units: FLOPs as ``torch.utils.flop_counter`` counts them (a multiply-add is 2; matrix products
-and convolutions only); the per-video figures are returned in GFLOPs (1e9 FLOPs).
+Units.  Inside, counts are FLOPs as ``torch.utils.flop_counter`` counts them (a multiply-add is
+2; matrix products and convolutions only), and ``skim_gflops``/``sampled_gflops`` return those
+/ 1e9 ("torch GFLOPs").  What the report calls GFLOPs is the paper's unit: 1e9 multiply-adds,
+as torchvision's 40.5 for R(2+1)D-18 and as AdaFrame and SCSampler count; ``paper_gflops``
+converts (half the torch count).
 """
 from __future__ import annotations
 
@@ -21,9 +25,28 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-# per-moment models needed to compute one bank of the store
-BANK_MODELS = {"image": ("image_trunk",), "audio": ("audio_trunk",),
-               "imageaudio": ("image_trunk", "audio_trunk", "fusion"), "teacher": ("teacher",)}
+UNIT_NOTE = ("GFLOPs are 1e9 multiply-adds, the paper's unit (torchvision's 40.5 for "
+             "R(2+1)D-18); torch's flop counter counts twice that")
+
+# The paper's ActivityNet trade-off points for IMGAUD-SKIMMING with image-audio indexing and
+# recognition (METHOD.md, read off the paper's plot): GFLOPs per video (multiply-adds) and mAP %,
+# at index subsampling 20, 10, 5 and 2.
+PAPER_ACTIVITYNET = {"gflops": (11.7, 22.7, 45.4, 112.7), "mAP": (71.7, 74.8, 76.1, 76.6)}
+
+
+def paper_gflops(torch_gflops):
+    """The paper's GFLOPs (multiply-adds) from torch-counted GFLOPs (2 per multiply-add)."""
+    return np.asarray(torch_gflops, float) / 2 if np.ndim(torch_gflops) else float(torch_gflops) / 2
+
+
+def bank_models() -> dict[str, tuple[str, ...]]:
+    """Per store array, the per-moment models needed to compute it, from every registered
+    stage's ``cost_models`` (a new model stage declares its own)."""
+    from l2l.stages import STAGES
+    out: dict[str, tuple[str, ...]] = {}
+    for stage in STAGES.values():
+        out.update(getattr(stage, "cost_models", None) or {})
+    return out
 
 
 def per_moment_costs(store_info: Mapping, *, num_classes: int) -> tuple[dict[str, int], str]:
@@ -39,13 +62,14 @@ def per_moment_costs(store_info: Mapping, *, num_classes: int) -> tuple[dict[str
 
 
 def bank_cost(costs: Mapping[str, int], bank: str) -> int:
-    """FLOPs to compute one moment of ``bank``."""
-    if bank not in BANK_MODELS:
-        raise ValueError(f"no per-moment cost known for bank {bank!r} (known: {sorted(BANK_MODELS)})")
-    missing = [m for m in BANK_MODELS[bank] if m not in costs]
+    """FLOPs (torch count) to compute one moment of ``bank``."""
+    models = bank_models()
+    if bank not in models:
+        raise ValueError(f"no per-moment cost known for bank {bank!r} (known: {sorted(models)})")
+    missing = [m for m in models[bank] if m not in costs]
     if missing:
         raise ValueError(f"the store's flops_per_moment lacks {missing} (needed for {bank!r})")
-    return sum(int(costs[m]) for m in BANK_MODELS[bank])
+    return sum(int(costs[m]) for m in models[bank])
 
 
 def count_flops(fn) -> int:

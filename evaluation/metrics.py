@@ -132,24 +132,40 @@ def sklearn_macro_ap(labels: Sequence[int], scores: np.ndarray) -> float:
 
 # ---- glue ---------------------------------------------------------------------------------
 def results_from_scores(ids: Sequence[str], scores: np.ndarray, classes: Sequence[str],
-                        top_k: int | None = None) -> dict[str, list[dict]]:
-    """ActivityNet ``results``: per video, its classes by decreasing score (all, or top_k)."""
+                        top_k: int | None = None, only: set[str] | None = None
+                        ) -> dict[str, list[dict]]:
+    """ActivityNet ``results``: per video, its classes by decreasing score (all, or top_k).
+    ``only``: keep just these class names (the official evaluator rejects a file naming a
+    class that no ground-truth video of the subset has)."""
     scores = np.asarray(scores, float)
+    keep = np.array([only is None or c in only for c in classes], bool)
     out = {}
     for vid, row in zip(ids, scores):
-        order = np.argsort(-row, kind="mergesort")[:top_k]
+        order = [c for c in np.argsort(-row, kind="mergesort") if keep[c]][:top_k]
         out[vid] = [{"label": classes[c], "score": float(row[c])} for c in order]
     return out
 
 
 def summary(ids: Sequence[str], scores: np.ndarray, labels: Sequence[Sequence[int]],
-            classes: Sequence[str]) -> dict[str, float]:
+            classes: Sequence[str], missing: Mapping[str, Sequence[int]] | None = None
+            ) -> dict[str, float]:
     """mAP, hit@1, hit@3, top1 (percentages) and sklearn_macro_ap (percentage, on each
-    video's first label) for video-level scores (V, C) (softmax probabilities)."""
+    video's first label) for video-level scores (V, C) (softmax probabilities).
+
+    ``missing``: listed videos (id -> class indices) with no prediction at all (failed or not
+    extracted).  They join the ground truth with no results, as the official evaluator counts
+    them: never retrieved for AP, a miss for hit@k and top-1; sklearn_macro_ap stays over the
+    predicted videos (it needs a score row per video)."""
     gt = {vid: [classes[c] for c in lab] for vid, lab in zip(ids, labels)}
+    n_missing = 0
+    for vid, lab in (missing or {}).items():
+        if vid not in gt:
+            gt[vid] = [classes[c] for c in lab]
+            n_missing += 1
     res = results_from_scores(ids, scores, classes)
+    top1 = top1_accuracy(scores, labels) if len(ids) else 0.0
     return {"mAP": 100 * activitynet_map(gt, res),
             "hit@1": 100 * hit_at_k(gt, res, 1),
             "hit@3": 100 * hit_at_k(gt, res, 3),
-            "top1": 100 * top1_accuracy(scores, labels),
+            "top1": 100 * top1 * len(ids) / max(len(ids) + n_missing, 1),
             "sklearn_macro_ap": 100 * sklearn_macro_ap([lab[0] for lab in labels], scores)}

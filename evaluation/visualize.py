@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from l2l.evaluation.baselines import uniform_indices
-from l2l.training.skim import FeatureSet, SkimError, predict
+from l2l.evaluation.featureset import FeatureSet, predict
+from l2l.models.skim import SkimError
 
 MOMENT_STRIDE = 16          # decoded frames per moment (METHOD.md section 1)
 

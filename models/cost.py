@@ -5,8 +5,9 @@ What is here: ``flops`` (one call of any module on given input shapes) and ``flo
 arithmetic is actually done.  What is not: hand-derived counts, or the per-video cost formula of
 the evaluation (that multiplies these figures by moment counts, in ``evaluation``).
 
-Units: FLOPs, as torch's counter reports them (a multiply-add is 2 FLOPs; convolutions and
-matrix products only, not normalisation or activations).  GMACs = FLOPs / 2e9.
+Units: ``flops``/``flops_per_moment`` give FLOPs as torch's counter reports them (a multiply-add
+is 2 FLOPs; convolutions and matrix products only, not normalisation or activations);
+``macs``/``macs_per_moment`` give multiply-adds (FLOPs / 2), the paper's unit.
 """
 from __future__ import annotations
 
@@ -53,3 +54,16 @@ def flops_per_moment(student: nn.Module | None = None, *, teacher: bool = True,
             t = build_teacher(weights=None)
         out["teacher"] = flops(t, (1, 3, 16, 112, 112))
     return out
+
+
+def macs(model: nn.Module, *input_shapes: tuple[int, ...], dtype=torch.float32) -> float:
+    """Multiply-adds of ``model(*inputs)``: ``flops`` / 2, the unit the paper (and torchvision's
+    40.5 GFLOPs for R(2+1)D-18) calls FLOPs."""
+    return flops(model, *input_shapes, dtype=dtype) / 2
+
+
+def macs_per_moment(student: nn.Module | None = None, *, teacher: bool = True,
+                    num_classes: int | None = None) -> dict[str, float]:
+    """``flops_per_moment`` in multiply-adds (each value / 2)."""
+    return {k: v / 2 for k, v in flops_per_moment(student, teacher=teacher,
+                                                  num_classes=num_classes).items()}

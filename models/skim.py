@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ..core.errors import L2LError
 
 INDEXING = ("audiovisual", "visual", "single")
+READOUTS = ("inputs", "outputs")
 CHECKPOINT = "checkpoint.pt"          # what train-skim writes in its --out folder
 FORMAT = "l2l-skim/1"
 
@@ -54,6 +55,7 @@ class SkimConfig:
     steps: int = 10                                   # T
     dim: int = 512                                    # D
     hidden: int = 1024                                # H
+    readout: str = "inputs"    # classifier averages x_0..x_{T-1} ("inputs") or x_1..x_T ("outputs")
 
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(self.features))
@@ -63,6 +65,8 @@ class SkimConfig:
         if len(self.features) != want:
             raise ValueError(f"indexing {self.indexing!r} needs {want} feature bank(s), "
                              f"got {list(self.features)}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, not {self.readout!r}")
         if self.steps < 1 or self.num_classes < 1:
             raise ValueError("steps and num_classes must be >= 1")
 
@@ -82,7 +86,8 @@ class SkimOutput:
     picks: dict[str, Tensor]        # queried bank name -> (B, k) int64 argmax moment per step
     weights: dict[str, Tensor]      # queried bank name -> (B, k, N) float soft-indexing weights
     alpha: Tensor | None            # (B, k, 2) modality weights ("audiovisual" only)
-    inputs: Tensor                  # (B, k, D) x_0 .. x_{k-1}, what the classifier averages
+    inputs: Tensor                  # (B, k, D) what the classifier averages: x_0 .. x_{k-1}
+                                    # (readout "inputs") or x_1 .. x_k ("outputs")
 
 
 class Key(nn.Module):
@@ -139,10 +144,13 @@ class SkimNet(nn.Module):
         return self.fusion(*parts)
 
     def forward(self, banks: Sequence[Tensor], mask: Tensor, *, steps: int | None = None,
-                aggregated: bool = True, stride: int = 1,
+                aggregated: bool = True, stride: int = 1, interpolate: bool = False,
                 recognition_bank: Tensor | None = None) -> SkimOutput:
-        """banks: one (B, N, D) float tensor per ``config.features``; mask: (B, N) bool.
-        Every video needs at least one real moment."""
+        """banks: one (B, N, D) float tensor per ``config.features``; mask: (B, N) bool, a
+        prefix of each row.  Every video needs at least one real moment.  ``stride`` s > 1:
+        only every s-th moment's features were computed; with ``interpolate`` the others are
+        linear interpolations of their computed neighbours and every moment can be picked
+        (the authors' ``--feature_interpolate``), else only the computed ones can."""
         cfg = self.config
         k = cfg.steps if steps is None else int(steps)
         if len(banks) != len(cfg.features):
@@ -151,14 +159,18 @@ class SkimNet(nn.Module):
             raise ValueError("steps and stride must be >= 1")
         B, N = mask.shape
         pos = torch.arange(N, device=mask.device)
-        valid = mask & (pos % stride == 0)                           # (B, N)
-        if not bool(valid.any(1).all()):
+        computed = mask & (pos % stride == 0)                        # (B, N)
+        if not bool(computed.any(1).all()):
             raise ValueError("every video needs at least one real moment")
-        banks = [torch.where(valid.unsqueeze(-1), b, torch.zeros((), dtype=b.dtype,
-                                                                 device=b.device)) for b in banks]
-        keys = [key(banks[i], valid) for i, key in enumerate(self.keys)]
-        n_valid = valid.sum(1, keepdim=True).to(banks[0].dtype)      # (B, 1)
+        banks = [torch.where(computed.unsqueeze(-1), b, torch.zeros((), dtype=b.dtype,
+                                                                    device=b.device)) for b in banks]
+        n_valid = computed.sum(1, keepdim=True).to(banks[0].dtype)   # (B, 1)
         x = self._fuse([b.sum(1) / n_valid for b in banks])           # x_0: (B, D)
+        valid = computed
+        if interpolate and stride > 1:
+            banks = [interpolate_bank(b, mask, stride) for b in banks]
+            valid = mask
+        keys = [key(banks[i], valid) for i, key in enumerate(self.keys)]
         h = x.new_zeros(B, cfg.hidden)
         c = x.new_zeros(B, cfg.hidden)
         avail = [valid.clone() for _ in keys]
@@ -183,8 +195,8 @@ class SkimNet(nn.Module):
                 weights[name].append(w)
                 ws.append(w if aggregated else F.one_hot(j, N).to(w.dtype))
                 js.append(j)
-            if t == k - 1:
-                break                                                 # x_k is never used
+            if t == k - 1 and cfg.readout == "inputs":
+                break                                                 # x_k is not used
             if cfg.indexing == "audiovisual":
                 a = torch.softmax(self.alpha(h), dim=1)               # (B, 2)
                 alphas.append(a)
@@ -196,10 +208,10 @@ class SkimNet(nn.Module):
             else:
                 x = torch.einsum("bn,bnd->bd", ws[0], banks[0])
             xs.append(x)
-        if cfg.indexing == "audiovisual":
+        if cfg.indexing == "audiovisual" and cfg.readout == "inputs":
             # alpha of the last step only weighs x_k, which is not used; report it anyway
             alphas.append(torch.softmax(self.alpha(h), dim=1))
-        inputs = torch.stack(xs, 1)                                   # (B, k, D)
+        inputs = torch.stack(xs if cfg.readout == "inputs" else xs[1:], 1)   # (B, k, D)
         picks_t = {n: torch.stack(v, 1) for n, v in picks.items()}
         if recognition_bank is None:
             logits = self.classifier(inputs.mean(1))
@@ -221,6 +233,23 @@ class SkimNet(nn.Module):
         return torch.log(mean.clamp_min(1e-12))
 
 
+def interpolate_bank(bank: Tensor, mask: Tensor, stride: int) -> Tensor:
+    """(B, N, D): every real moment's features linearly interpolated from the computed moments
+    (positions 0, s, 2s, ... of each video) on either side; moments after the last computed one
+    copy it.  Computed moments keep their own features.  mask: (B, N) bool, a prefix per row."""
+    B, N = mask.shape
+    pos = torch.arange(N, device=mask.device).unsqueeze(0).expand(B, N)
+    last = ((mask.sum(1, keepdim=True) - 1).clamp_min(0) // stride) * stride    # (B, 1)
+    lo = torch.minimum(pos // stride * stride, last)
+    hi = torch.minimum(lo + stride, last)
+    frac = ((pos - lo).to(bank.dtype) / (hi - lo).clamp_min(1).to(bank.dtype))
+    frac = torch.where(hi > lo, frac, torch.zeros_like(frac)).unsqueeze(-1)
+    D = bank.shape[-1]
+    at = lambda idx: bank.gather(1, idx.unsqueeze(-1).expand(B, N, D))  # noqa: E731
+    out = at(lo) * (1 - frac) + at(hi) * frac
+    return torch.where(mask.unsqueeze(-1), out, torch.zeros((), dtype=bank.dtype, device=bank.device))
+
+
 def chosen_mask(picks: dict[str, Tensor], n: int) -> Tensor:
     """(B, N) bool: True at every moment picked by any step of any modality."""
     first = next(iter(picks.values()))
@@ -231,7 +260,7 @@ def chosen_mask(picks: dict[str, Tensor], n: int) -> Tensor:
 
 
 def build_skim(*, num_classes: int, indexing: str = "audiovisual",
-               features: Sequence[str] | None = None, steps: int = 10,
+               features: Sequence[str] | None = None, steps: int = 10, readout: str = "inputs",
                fusion: nn.Module | None = None, classifier: nn.Module | None = None,
                recognizer: nn.Module | None = None, freeze_fusion: bool = True) -> SkimNet:
     """The skimming network.
@@ -243,7 +272,7 @@ def build_skim(*, num_classes: int, indexing: str = "audiovisual",
     if features is None:
         features = ("imageaudio",) if indexing == "single" else ("image", "audio")
     config = SkimConfig(num_classes=num_classes, indexing=indexing, features=tuple(features),
-                        steps=steps)
+                        steps=steps, readout=readout)
     if indexing == "single":
         fusion = None
     elif fusion is None:
@@ -258,20 +287,30 @@ def build_skim(*, num_classes: int, indexing: str = "audiovisual",
     return model
 
 
-def skim_from_student(student: nn.Module, **kwargs) -> SkimNet:
+def skim_from_student(student: nn.Module, *, fresh_classifier: bool = False, **kwargs) -> SkimNet:
     """A skim model whose Psi and classifier are copies of a trained student's (attributes
     ``fusion`` and ``classifier``); Psi is frozen.  kwargs go to ``build_skim``.
 
     The student's classifier reads the image-audio embedding, so it is taken over whenever the
     skim model classifies in that space (two-bank variants, or ``single`` on ``imageaudio``);
-    a single-bank model on another bank gets a fresh classifier."""
+    a single-bank model on another bank gets a fresh classifier, and so does any model with
+    ``fresh_classifier`` (the authors' single-modality variant)."""
     import copy
     num_classes = student.classifier.out_features
     single = kwargs.get("indexing") == "single"
     fusion = None if single else copy.deepcopy(student.fusion)
     in_embedding = not single or tuple(kwargs.get("features") or ("imageaudio",)) == ("imageaudio",)
-    classifier = copy.deepcopy(student.classifier) if in_embedding else None
+    classifier = copy.deepcopy(student.classifier) if in_embedding and not fresh_classifier else None
     return build_skim(num_classes=num_classes, fusion=fusion, classifier=classifier, **kwargs)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: CUDA when torch sees a device, else CPU; ``cuda`` without one: ``SkimError``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SkimError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(device)
 
 
 def load_skim(path) -> tuple[SkimNet, dict]:
@@ -293,7 +332,8 @@ def load_skim(path) -> tuple[SkimNet, dict]:
     if ck.get("recognizer"):
         recognizer = torch.nn.Linear(ck["recognizer"]["dim"], cfg.num_classes)
     model = build_skim(num_classes=cfg.num_classes, indexing=cfg.indexing,
-                       features=cfg.features, steps=cfg.steps, recognizer=recognizer)
+                       features=cfg.features, steps=cfg.steps, readout=cfg.readout,
+                       recognizer=recognizer)
     try:
         model.load_state_dict(ck["state_dict"])
     except RuntimeError as e:

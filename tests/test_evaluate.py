@@ -103,7 +103,7 @@ def trained(tmp_path_factory):
     store = write_store(root / "sparse.h5", {"training": sparse_videos(128, seed=1),
                                               "validation": sparse_videos(60, seed=2)})
     # 32 steps at lr 0.05 (no decay within the run: the milestone scales to the last epoch)
-    cfg = TrainConfig(steps=3, epochs=4, batch_size=16, lr=0.05, milestones=(25,))
+    cfg = TrainConfig(steps=3, epochs=4, batch_size=16, lr=0.05, milestones=(25,), min_steps=0)
     train_skim(store, root / "skim", student=Student(), config=cfg, device="cpu", progress=False)
     return root, store
 
@@ -112,8 +112,10 @@ def test_skim_beats_uniform_on_sparse_evidence(trained, capsys):
     from l2l.evaluation.report import evaluate
     root, store = trained
     m = evaluate(store, root / "skim", root / "eval", device="cpu")
-    keys = {"mAP", "hit@1", "hit@3", "top1", "gflops_per_video", "steps"}
-    assert set(m) == {"dataset", "subset", "num_videos", "methods"}
+    keys = {"mAP", "hit@1", "hit@3", "top1", "gflops_per_video", "torch_gflops_per_video", "steps"}
+    assert set(m) == {"dataset", "subset", "num_videos", "num_listed", "units",
+                      "dense_gflops_per_moment", "methods", "all_listed"}
+    assert m["num_listed"] == 60 and m["all_listed"]["skim"]["mAP"] == m["methods"]["skim"]["mAP"]
     assert set(m["methods"]) == {"skim", "uniform", "random", "dense", "saliency"}
     assert all(set(r) == keys for r in m["methods"].values())
     assert m["dataset"] == "sparse-synthetic" and m["num_videos"] == 60
@@ -129,8 +131,9 @@ def test_skim_beats_uniform_on_sparse_evidence(trained, capsys):
     assert skim["mAP"] >= uni["mAP"] + 20, (skim, uni)
     # the report shows the table and both plots
     report = (root / "eval" / "report.md").read_text()
-    assert "| skim | 3 |" in report and "| uniform | 3 |" in report
-    for png in ("tradeoff_steps.png", "tradeoff_stride.png"):
+    assert "| skim | extracted (60) | 3 |" in report and "| uniform | extracted (60) | 3 |" in report
+    assert "multiply-adds" in report and "| skim | all listed (60) |" in report
+    for png in ("tradeoff_steps.png", "tradeoff_stride.png", "tradeoff_gflops.png"):
         assert f"({png})" in report
         assert (root / "eval" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pred = json.loads((root / "eval" / "predictions" / "skim.json").read_text())
@@ -145,14 +148,39 @@ def test_costs_follow_the_formula(trained):
     m = json.loads((root / "eval" / "metrics.json").read_text())["methods"]
     lengths = np.array([store.meta(v).num_moments for v in store.ids("validation")])
     per = sum(COSTS.values())
-    assert m["uniform"]["gflops_per_video"] == pytest.approx(3 * per / 1e9)
-    assert m["dense"]["gflops_per_video"] == pytest.approx(lengths.mean() * per / 1e9)
+    # the paper's unit: multiply-adds, half torch's count, which stays beside it
+    assert m["uniform"]["gflops_per_video"] == pytest.approx(3 * per / 2e9)
+    assert m["uniform"]["torch_gflops_per_video"] == pytest.approx(3 * per / 1e9)
+    assert m["dense"]["gflops_per_video"] == pytest.approx(lengths.mean() * per / 2e9)
     model, _ = load_skim(root / "skim")
     fit = CO.skim_cost(model)
     assert fit(137) == pytest.approx(CO.skim_flops(model, 137))      # affine in n: exact
     want = (lengths * (COSTS["image_trunk"] + COSTS["audio_trunk"]) + fit(lengths)).mean() / 1e9
-    assert m["skim"]["gflops_per_video"] == pytest.approx(want)
+    assert m["skim"]["gflops_per_video"] == pytest.approx(want / 2)
     assert fit(100) > fit(50) > 0
+
+
+def test_all_listed_videos_count_failures_as_misses(trained, tmp_path):
+    """Listed videos the store lacks are scored as misses in the "all listed" row; the
+    predictions name only classes some listed video has (the official evaluator's rule)."""
+    from l2l.evaluation.metrics import activitynet_map
+    from l2l.evaluation.report import evaluate
+    root, store = trained
+    ids = store.ids("validation")
+    listed = {v: list(store.meta(v).labels) for v in ids if store.meta(v).labels[0] != CLASSES[3]}
+    listed.update({"gone1": [CLASSES[0]], "gone2": [CLASSES[1]]})     # failed extraction
+    m = evaluate(store, root / "skim", tmp_path / "e", device="cpu", listed=listed,
+                 montage=False)
+    assert m["num_videos"] == 60 and m["num_listed"] == 62
+    ext, all_ = m["methods"]["skim"], m["all_listed"]["skim"]
+    assert all_["top1"] == pytest.approx(ext["top1"] * 60 / 62)
+    assert all_["hit@1"] < ext["hit@1"] and all_["mAP"] < ext["mAP"]
+    pred = json.loads((tmp_path / "e" / "predictions" / "skim.json").read_text())
+    named = {e["label"] for r in pred["results"].values() for e in r}
+    assert CLASSES[3] in named            # some extracted video still has it
+    gt = {v: [l for l in store.meta(v).labels] for v in ids} | {"gone1": [CLASSES[0]],
+                                                                "gone2": [CLASSES[1]]}
+    assert all_["mAP"] == pytest.approx(100 * activitynet_map(gt, pred["results"]))
 
 
 def test_montage_from_stored_frames_and_cli(trained, tmp_path):

@@ -83,8 +83,12 @@ def test_feature_set_reads_once_and_cuts_exact_windows(store):
 
 
 def test_train_skim_lowers_the_loss_and_checkpoints(store, tmp_path):
-    cfg = TrainConfig(steps=3, epochs=4, batch_size=8, lr=0.05, crop_min=10, crop_max=30)
-    row = train_skim(store, tmp_path / "run", config=cfg, device="cpu", progress=False)
+    cfg = TrainConfig(steps=3, epochs=4, batch_size=8, lr=0.05, crop_min=10, crop_max=30,
+                      min_steps=0)
+    warned = []
+    row = train_skim(store, tmp_path / "run", config=cfg, device="cpu", progress=False,
+                     warn=warned.append)
+    assert len(warned) == 1 and "only 16 optimizer steps" in warned[0]   # 4 epochs x 24 / 6
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     losses = [float(r["train_loss"]) for r in rows]
@@ -99,8 +103,17 @@ def test_train_skim_lowers_the_loss_and_checkpoints(store, tmp_path):
     assert ck["head"] is None
 
 
+def test_schedule_counts_optimizer_steps_and_keeps_the_paper_recipe_at_scale():
+    c = TrainConfig()
+    assert c.plan(10024) == (256, 25)              # ActivityNet: 40 batches x 25 epochs
+    assert c.plan(48) == (12, 125)                 # 4 batches an epoch -> 500 steps
+    assert c.plan(9) == (2, 125)                   # 9 % 2 == 1: the lone video is dropped
+    assert TrainConfig(min_steps=0, epochs=3).plan(48) == (12, 3)
+    assert TrainConfig().scaled_milestones(125) == [75, 100]
+
+
 def test_resume_continues_and_refuses_other_options(store, tmp_path):
-    cfg = TrainConfig(steps=2, epochs=3, batch_size=8, crop_min=10, crop_max=30)
+    cfg = TrainConfig(steps=2, epochs=3, batch_size=8, crop_min=10, crop_max=30, min_steps=0)
 
     class Stop(Exception):
         pass
@@ -116,7 +129,12 @@ def test_resume_continues_and_refuses_other_options(store, tmp_path):
     train_skim(store, tmp_path / "r", config=cfg, device="cpu", progress=False, resume=True)
     rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    other = TrainConfig(steps=4, epochs=3, batch_size=8, crop_min=10, crop_max=30)
+    # the resumed run ends with exactly the weights of an uninterrupted one
+    train_skim(store, tmp_path / "whole", config=cfg, device="cpu", progress=False)
+    resumed, whole = load_skim(tmp_path / "r")[0], load_skim(tmp_path / "whole")[0]
+    for (k, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = TrainConfig(steps=4, epochs=3, batch_size=8, crop_min=10, crop_max=30, min_steps=0)
     with pytest.raises(SkimError, match="another config"):
         train_skim(store, tmp_path / "r", config=other, device="cpu", progress=False, resume=True)
 

@@ -1,17 +1,26 @@
 """train-skim: fit IMGAUD-SKIMMING on the cached per-moment features of a store.
 
-What is here: ``FeatureSet`` (a subset's features read from the store once, into contiguous
-arrays, and padded batches cut from them by indexing), ``predict`` (a skim model over a
-FeatureSet), the training loop ``train_skim`` with its callbacks (CSV log, checkpoint, progress),
-and ``load_skim`` for the checkpoint it writes.  What is not: baselines, costs and reports
-(``evaluation/``), the network itself (``models/skim.py``).
+What is here: the training configuration and its schedule (``TrainConfig``, ``plan``), the
+loop ``train_skim`` with its callbacks (CSV log, checkpoint, progress) and the per-moment
+recognition classifier.  What is not: reading features (``FeatureSet`` and ``predict`` live in
+``evaluation/featureset.py`` and are re-exported here), baselines, costs and reports
+(``evaluation/``), the network itself and its checkpoint reader ``load_skim``
+(``models/skim.py``).
 
 Recipe (METHOD.md section 3): SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 1e-2 with
 the classifier at 0.1 x lr, batch 256 videos, 25 epochs, lr / 10 at epochs 15 and 20 (scaled
-with ``epochs``); every training video is cropped to a random contiguous window of 200-500
+with the epochs run); every training video is cropped to a random contiguous window of 200-500
 moments (clipped to its length); shorter videos are padded and masked.  Psi comes from the
-student and stays frozen.  Without a student, Psi and the classifier start fresh and both train
-at the full lr.
+student and stays frozen.  Without a student (or with ``fresh_classifier``), the classifier
+starts fresh and trains at the full lr.
+
+Small sets (``plan``): the batch is capped at a quarter of the training set (at least 2), and
+the epochs are raised until the run makes ``min_steps`` optimizer steps.  ActivityNet (10,024
+training videos: 40 batches of 256 an epoch, 1,000 steps in 25 epochs) runs the paper's recipe
+unchanged; 48 videos run at batch 12 for 125 epochs.  A run under ``SHORT_RUN`` steps warns.
+
+Determinism: each epoch's shuffling and crops come from ``default_rng((seed, epoch))``, so a
+resumed run ends with the same weights as an uninterrupted one.
 
 Multi-label videos (ActivityNet): the loss is cross-entropy against a target spread evenly over
 the video's labels (one label: the usual cross-entropy), so no label is thrown away.
@@ -30,88 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from l2l.evaluation.featureset import FeatureSet, predict  # noqa: F401  (re-exported)
+from l2l.evaluation.metrics import summary
 from l2l.models.skim import (CHECKPOINT, FORMAT, SkimError, SkimNet, build_skim,  # noqa: F401
-                             load_skim, skim_from_student)
-
+                             load_skim, resolve_device, skim_from_student)
 
 
 # ---- data ---------------------------------------------------------------------------------
-class FeatureSet:
-    """One subset's per-moment arrays, read from the store with a single ``read_many``.
-
-    ``arrays[name]``: (M, D) float16/float32, all videos' moments back to back; video i is
-    rows ``offsets[i]:offsets[i+1]``.  ``labels[i]``: class indices of video i (empty when
-    unlabelled)."""
-
-    def __init__(self, ids, offsets, arrays, labels, metas=()):
-        self.ids = list(ids)
-        self.offsets = np.asarray(offsets, np.int64)
-        self.lengths = np.diff(self.offsets)
-        self.arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        self.labels = [list(lab) for lab in labels]
-        self.metas = list(metas)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @classmethod
-    def from_store(cls, store, names: Sequence[str], *, subset: str | None, classes: Sequence[str],
-                   ids: Sequence[str] | None = None, extra: Sequence[str] = ()) -> "FeatureSet":
-        from l2l.store import StoreError
-        ids = list(store.ids(subset) if ids is None else ids)
-        names = list(dict.fromkeys([*names, *extra]))
-        try:
-            batch = store.read_many(names, ids)
-        except StoreError as e:
-            raise SkimError(f"{e} (skimming needs the {', '.join(names)} features: run "
-                            "`l2l extract` with the student features first)") from None
-        index = {c: i for i, c in enumerate(classes)}
-        labels = []
-        for m in batch.metas:
-            unknown = [lab for lab in m.labels if lab not in index]
-            if unknown:
-                raise SkimError(f"video {m.id!r} has label(s) {unknown} outside the store's classes")
-            labels.append([index[lab] for lab in m.labels])
-        return cls(batch.ids, batch.offsets, batch.arrays, labels, batch.metas)
-
-    def labelled(self) -> "FeatureSet":
-        keep = [i for i, lab in enumerate(self.labels) if lab]
-        return self.subset(keep)
-
-    def subset(self, keep: Sequence[int]) -> "FeatureSet":
-        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]) \
-            if len(keep) else np.zeros(0, np.int64)
-        offsets = np.r_[0, np.cumsum(self.lengths[list(keep)])]
-        return FeatureSet([self.ids[i] for i in keep], offsets,
-                          {k: v.numpy()[rows] for k, v in self.arrays.items()},
-                          [self.labels[i] for i in keep],
-                          [self.metas[i] for i in keep] if self.metas else ())
-
-    def batch(self, videos: np.ndarray, names: Sequence[str], starts: np.ndarray | None = None,
-              lengths: np.ndarray | None = None, device="cpu"):
-        """Banks (one (B, L, D) float32 tensor per name) and mask (B, L) bool for ``videos``,
-        each the window [start, start + length) of its moments (default: all of them)."""
-        videos = np.asarray(videos)
-        if lengths is None:
-            lengths = self.lengths[videos]
-        if starts is None:
-            starts = np.zeros(len(videos), np.int64)
-        L = int(lengths.max())
-        pos = np.arange(L)[None, :]
-        mask = pos < lengths[:, None]
-        rows = np.where(mask, self.offsets[videos][:, None] + starts[:, None] + pos, 0)
-        rows_t = torch.from_numpy(rows)
-        banks = [self.arrays[n][rows_t].to(device=device, dtype=torch.float32) for n in names]
-        return banks, torch.from_numpy(mask).to(device)
-
-    def targets(self, videos: np.ndarray, num_classes: int) -> torch.Tensor:
-        """(B, C) float: each video's labels, weight 1/len(labels) each."""
-        t = torch.zeros(len(videos), num_classes)
-        for r, v in enumerate(videos):
-            t[r, self.labels[v]] = 1.0 / len(self.labels[v])
-        return t
-
-
 def random_crops(lengths: np.ndarray, lo: int, hi: int, rng: np.random.Generator):
     """Per video a window length in [lo, hi] clipped to the video, and a random start."""
     want = rng.integers(lo, hi + 1, size=len(lengths))
@@ -120,40 +54,22 @@ def random_crops(lengths: np.ndarray, lo: int, hi: int, rng: np.random.Generator
     return starts, n
 
 
-@torch.no_grad()
-def predict(model: SkimNet, data: FeatureSet, *, batch_size: int = 256, device="cpu",
-            steps: int | None = None, aggregated: bool = True, stride: int = 1,
-            recognition: str | None = None) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
-    """Video-level probabilities (V, C) and, per queried bank, each video's picks (k,) in step
-    order.  ``recognition``: a bank name classified by ``model.recognizer`` at the picks."""
-    model.eval()
-    names = list(model.config.features)
-    order = np.argsort(data.lengths, kind="stable")       # similar lengths share a batch
-    probs = np.zeros((len(data), model.config.num_classes), np.float32)
-    picks = {n: [None] * len(data) for n in model.queried}
-    for s in range(0, len(order), batch_size):
-        vids = order[s:s + batch_size]
-        banks, mask = data.batch(vids, names + ([recognition] if recognition else []), device=device)
-        rec = banks.pop() if recognition else None
-        out = model(banks, mask, steps=steps, aggregated=aggregated, stride=stride,
-                    recognition_bank=rec)
-        probs[vids] = torch.softmax(out.logits, 1).cpu().numpy()
-        for n, p in out.picks.items():
-            for r, v in enumerate(vids):
-                picks[n][v] = p[r].cpu().numpy()
-    return probs, picks
-
 
 # ---- configuration and checkpoints --------------------------------------------------------
+SHORT_RUN = 200      # optimizer steps under which a run is reported as too short to mean much
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 10                       # T
     indexing: str = "audiovisual"         # audiovisual | visual | single
     features: tuple[str, ...] = ()        # banks; () = the variant's default
-    epochs: int = 25
-    batch_size: int = 256
+    epochs: int = 25                      # at least; more when needed to reach min_steps
+    batch_size: int = 256                 # at most; capped at a quarter of the training set
+    min_steps: int = 500                  # optimizer steps at least (0: epochs as given)
     lr: float = 0.01
     classifier_lr_factor: float = 0.1     # for a classifier taken from the student
+    fresh_classifier: bool = False        # a new classifier at full lr (authors' single variant)
+    readout: str = "inputs"               # average x_0..x_{T-1} ("inputs") or x_1..x_T ("outputs")
     momentum: float = 0.9
     weight_decay: float = 1e-4
     milestones: tuple[int, ...] = (15, 20)  # at 25 epochs; scaled to ``epochs``
@@ -164,8 +80,18 @@ class TrainConfig:
     recognition_features: str = ""        # train a per-moment classifier on this bank too
     seed: int = 0
 
-    def scaled_milestones(self) -> list[int]:
-        return sorted({max(1, round(m * self.epochs / 25)) for m in self.milestones})
+    def plan(self, num_train: int) -> tuple[int, int]:
+        """(batch size, epochs) for ``num_train`` training videos (see the module docstring)."""
+        bs = max(1, min(self.batch_size, max(2, num_train // 4)))
+        per_epoch = -(-num_train // bs)
+        if num_train % bs == 1 and num_train > 1:
+            per_epoch -= 1                        # the lone last video is dropped (BatchNorm)
+        epochs = max(self.epochs, -(-self.min_steps // max(per_epoch, 1)))
+        return bs, epochs
+
+    def scaled_milestones(self, epochs: int | None = None) -> list[int]:
+        e = self.epochs if epochs is None else epochs
+        return sorted({max(1, round(m * e / 25)) for m in self.milestones})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -214,20 +140,11 @@ class Checkpointer:
 
 
 # ---- training -----------------------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SkimError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(device)
-
-
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
 
 
 def evaluate_epoch(model, data: FeatureSet, *, batch_size, device, classes) -> dict:
-    from l2l.evaluation.metrics import summary
     probs, _ = predict(model, data, batch_size=batch_size, device=device)
     t = data.targets(np.arange(len(data)), len(classes)).numpy()
     loss = float(-(t * np.log(np.clip(probs, 1e-12, None))).sum(1).mean())
@@ -237,11 +154,11 @@ def evaluate_epoch(model, data: FeatureSet, *, batch_size, device, classes) -> d
 
 def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig(),
                device: str = "auto", resume: bool = False, progress: bool = True,
-               callbacks: Sequence[Callable] = ()) -> dict:
+               callbacks: Sequence[Callable] = (), warn: Callable[[str], None] = print) -> dict:
     """Train on store ``features`` (a path or an open store), writing ``checkpoint.pt`` and
     ``log.csv`` into ``out``.  ``student``: a ``train-student`` checkpoint (file or folder), or
-    a module with ``fusion`` and ``classifier`` over the store's classes.  Returns the last
-    epoch's log row."""
+    a module with ``fusion`` and ``classifier`` over the store's classes.  ``warn``: where a
+    too-short run is reported.  Returns the last epoch's log row."""
     from tqdm.auto import tqdm
     from l2l.store import Store, StoreError, open_store
     out = Path(out)
@@ -257,7 +174,7 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
         raise SkimError(f"{store.path}: the store records no classes")
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    kwargs = dict(indexing=config.indexing, steps=config.steps,
+    kwargs = dict(indexing=config.indexing, steps=config.steps, readout=config.readout,
                   features=tuple(config.features) or None)
     student_info = None
     if isinstance(student, torch.nn.Module):       # an in-memory student (tests, notebooks)
@@ -274,10 +191,11 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
         if list(info["classes"]) != classes:
             raise SkimError(f"student {student} was trained on {len(info['classes'])} classes "
                             f"that differ from the store's {len(classes)}")
-        model = skim_from_student(st, **kwargs)
+        model = skim_from_student(st, fresh_classifier=config.fresh_classifier, **kwargs)
         student_info = {"path": info["path"], "hash": info["hash"]}
         head = head_state(st.fusion, st.classifier)
-        pretrained = torch.equal(model.classifier.weight, st.classifier.weight)
+        pretrained = model.classifier.weight.shape == st.classifier.weight.shape and \
+            torch.equal(model.classifier.weight, st.classifier.weight)
     else:
         model = build_skim(num_classes=len(classes), freeze_fusion=False, **kwargs)
         head, pretrained = None, False
@@ -289,6 +207,12 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
     if len(train) == 0:
         raise SkimError(f"{store.path}: no labelled {config.train_subset!r} videos to train on")
     val = FeatureSet.from_store(store, names, subset=config.val_subset, classes=classes).labelled()
+    bs, epochs = config.plan(len(train))
+    total_steps = epochs * (len(train) // bs + (len(train) % bs > 1))
+    if total_steps < SHORT_RUN:
+        warn(f"warning: train-skim makes only {total_steps} optimizer steps ({epochs} epochs of "
+             f"{len(train)} videos at batch {bs}); under {SHORT_RUN} the result means little: "
+             f"raise --min-steps or --epochs")
     if config.recognition_features:
         rec_dim = int(train.arrays[config.recognition_features].shape[1])
         model.recognizer = torch.nn.Linear(rec_dim, len(classes))
@@ -303,12 +227,13 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
     opt = torch.optim.SGD([{"params": rest}, {"params": cls_params, "lr": config.lr * factor}],
                           lr=config.lr, momentum=config.momentum, nesterov=True,
                           weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.scaled_milestones(), gamma=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.scaled_milestones(epochs), gamma=0.1)
 
     static = {"format": FORMAT, "config": model.config.to_dict(), "train_config": config.to_dict(),
               "classes": classes, "student": student_info, "head": head,
               "recognizer": {"features": config.recognition_features, "dim": rec_dim} if rec_dim else None,
-              "store": str(store.path)}
+              "store": str(store.path), "plan": {"batch_size": bs, "epochs": epochs,
+                                                 "steps": total_steps}}
     start = 0
     if resume and ck_path.exists():
         _, ck = load_skim(ck_path)
@@ -325,10 +250,9 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
                                                  if k != "head"}, indent=2))
     callbacks = [CsvLog(out / "log.csv"), Checkpointer(ck_path, static), *callbacks]
 
-    rng = np.random.default_rng(config.seed + start)
     row = {}
-    bs = config.batch_size
-    for epoch in range(start, config.epochs):
+    for epoch in range(start, epochs):
+        rng = np.random.default_rng((config.seed, epoch))
         model.train()
         if model.fusion is not None and not any(p.requires_grad for p in model.fusion.parameters()):
             model.fusion.eval()
@@ -336,7 +260,7 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
         if len(perm) % bs == 1 and len(perm) > 1:
             perm = perm[:-1]                      # BatchNorm needs 2+ videos per batch
         total, count, t0 = 0.0, 0, time.time()
-        bar = tqdm(range(0, len(perm), bs), desc=f"epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(range(0, len(perm), bs), desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress, leave=False)
         for s in bar:
             vids = perm[s:s + bs]
@@ -356,7 +280,7 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
                "seconds": round(time.time() - t0, 2)}
         if len(val):
             row.update(evaluate_epoch(model, val, batch_size=bs, device=dev, classes=classes))
-        if rec_dim and epoch == config.epochs - 1:
+        if rec_dim and epoch == epochs - 1:
             fit_recognizer(model.recognizer, train, config.recognition_features, device=dev,
                            seed=config.seed)
         if progress:
