@@ -27,3 +27,36 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- the `slow` marker (setup.cfg) ---------------------------------------------------------------
+# Tests that take 3 s or more on a 2-core CPU machine (`python -m pytest --durations=45`, setup
+# included), kept here in one list rather than as decorators spread over the files.
+# `python -m pytest` runs everything; `python -m pytest -m "not slow"` is the quick run.
+# `tests/test_layers.py::test_every_slow_test_exists` keeps the list true to the files.
+SLOW = (
+    "test_student_training.py::test_synthetic_classify_then_features_separate_the_classes",  # 55 s
+    "test_determinism.py::test_student_features_and_metrics_are_bitwise_identical",          # 29 s
+    "test_demo.py::test_tiny_demo_end_to_end",                                               # 24 s
+    "test_models.py::test_student_checkpoint_round_trip",                                    # 14 s
+    "test_student_training.py::test_train_resume_checkpoints_and_metrics",                   # 13 s
+    "test_evaluate.py::test_skim_beats_uniform_on_sparse_evidence",                          # 10 s
+    "test_train_skim.py::test_train_skim_lowers_the_loss_and_checkpoints",                   # 9 s
+    "test_student_training.py::test_mixed_teacher_configs_are_refused",                      # 8 s
+    "test_train_skim.py::test_resume_continues_and_refuses_other_options",                   # 6 s
+    "test_student_training.py::test_one_distillation_step_lowers_the_loss",                  # 6 s
+    "test_student_training.py::test_cli_classify",                                           # 4 s
+    "test_distributed.py::test_killed_worker_loses_nothing_and_doubles_nothing",             # 4 s
+    "test_distributed.py::test_two_workers_equal_one_and_decode_failure_recorded_once",      # 4 s
+    "test_models.py::test_audio_trunk_reduces_band_before_time",                             # 4 s
+    "test_models.py::test_teacher_local_weights_and_offline_error",                          # 3 s
+    "test_synthetic.py::test_deterministic_for_a_seed_and_different_across_seeds",           # 3 s
+    "test_models.py::test_student_output_shapes_and_dtypes",                                 # 3 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = set(SLOW)
+    for item in items:
+        if f"{item.path.name}::{item.originalname}" in slow:
+            item.add_marker(pytest.mark.slow)

@@ -216,3 +216,17 @@ def test_the_package_root_imports_nothing_above_core():
 @pytest.mark.parametrize("pkg", sorted(RANK))
 def test_every_package_folder_exists(pkg):
     assert (ROOT / pkg / "__init__.py").is_file()
+
+
+def test_every_slow_test_exists():
+    """Each entry of conftest's SLOW list names a test function that is in that file."""
+    from conftest import SLOW
+    tests = ROOT / "tests"
+    missing = []
+    for entry in SLOW:
+        fname, func = entry.split("::")
+        tree = ast.parse((tests / fname).read_text()) if (tests / fname).exists() else None
+        names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)} if tree else set()
+        if func not in names:
+            missing.append(entry)
+    assert not missing, missing
