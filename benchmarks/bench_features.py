@@ -1,15 +1,26 @@
-"""Throughput of the features stage: student moments per second on CPU (and GPU when present).
+"""Throughput of the features stage (``Features.run_batch``, numpy in and out), and the
+pipeline's own overhead per moment.
 
-Runs ``stages.features.Features`` on one video of random moments (a randomly initialised
-student: the weights do not change the cost) for each batch size and precision, after one
-warm-up run, and prints a table.  Not a test: no pass/fail, just figures.
+Three measures, side by side in one run:
+- **stage**: a randomly initialised student (the weights do not change the cost) over
+  ``--videos`` videos of ``--moments`` random moments in all, by batch size and precision
+  (fp32 on CPU; fp32 and bf16, and with ``--compile`` bf16 + ``torch.compile``, on CUDA); best
+  of ``--repeats`` after a warm-up run;
+- **stage overhead**: the same ``run_batch`` with a trivial model (a slice of the inputs), so
+  what is left is the stage's own work: checks, staging, copies, dtype conversions;
+- **extract overhead** (``--extract``): features-only ``l2l extract`` (serial, one worker) of a
+  small synthetic set whose frames and log-mels are already stored, with that trivial model: what
+  the runner and the store cost per moment, beside the stage.
+Overheads are in microseconds per moment; the model rows in moments/s.  Not a test: no
+pass/fail, just figures, recorded in ``RESULTS.md``.
 
-    python benchmarks/bench_features.py [--moments 128] [--batch-sizes 16,64] [--device auto]
+    python benchmarks/bench_features.py [--moments 128] [--videos 4] [--batch-sizes 16,64]
+        [--device auto] [--compile] [--extract]
 """
 from __future__ import annotations
 
 import argparse
-import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -19,29 +30,48 @@ import numpy as np
 import torch
 
 from l2l.models.students import build_student, save_student
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record, table  # noqa: E402
 from l2l.stages.features import Features, FeaturesConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import record, synthetic_set, table  # noqa: E402
 
-def bench(checkpoint: Path, device: str, batch: int, amp: bool, n: int, repeats: int) -> float:
-    rng = np.random.default_rng(0)
-    x = {"frames": rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8),
-         "logmel": rng.normal(-6, 2, (n, 101, 40)).astype(np.float16)}
-    stage = Features(FeaturesConfig(checkpoint=str(checkpoint), batch_size=batch, amp=amp))
-    stage.setup(device)
-    stage.run({k: v[:batch] for k, v in x.items()}, device=device)      # warm-up
+
+class Trivial(torch.nn.Module):
+    """Stands in for the student: (B, 512) outputs from a slice of the inputs, next to free."""
+
+    def forward(self, frames, logmel):
+        x = frames[:, 0, 0, :1].float() + logmel[:, 0, :1]
+        y = x.expand(-1, 512)
+        return {"image": y, "audio": y, "imageaudio": y}
+
+
+class TrivialFeatures(Features):
+    """The features stage with the trivial model (no checkpoint): its overhead alone."""
+
+    def load_model(self, device):
+        return Trivial().to(device)
+
+
+def videos_of(n: int, v: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    sizes = [n // v + (i < n % v) for i in range(v)]
+    return [{"frames": rng.integers(0, 256, (k, 112, 112, 3), dtype=np.uint8),
+             "logmel": rng.normal(-6, 2, (k, 101, 40)).astype(np.float16)} for k in sizes]
+
+
+def timed(stage: Features, videos, device: str, repeats: int) -> float:
+    """Best seconds of ``run_batch`` over ``videos`` (after one warm-up run)."""
+    stage.run_batch(videos, device=device)
     best = float("inf")
     for _ in range(repeats):
-        if device.startswith("cuda"):
+        if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        stage.run(x, device=device)
-        if device.startswith("cuda"):
+        stage.run_batch(videos, device=device)
+        if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    return n / best
+    return best
 
 
 class GpuSampler:
@@ -51,7 +81,6 @@ class GpuSampler:
         self.device, self.samples, self._stop = device, [], None
 
     def __enter__(self):
-        import shutil
         import threading
         if self.device != "cuda" or not shutil.which("nvidia-smi"):
             return self
@@ -79,40 +108,92 @@ class GpuSampler:
         return f"{sum(self.samples) / len(self.samples):.0f}%" if self.samples else "n/a"
 
 
+def extract_overhead(device: str, repeats: int) -> tuple[float, int]:
+    """(best seconds, moments) of features-only extraction with the trivial model, serial."""
+    from l2l.datasets import load_dataset
+    from l2l.pipeline.extract import extract, plan_stages
+    syn = synthetic_set("videos-160x120-short", classes=2, per_class=3, width=160, height=120,
+                        dmin=20.0, dmax=30.0)
+    ds = load_dataset("synthetic", syn / "videos", syn / "annotations.json")
+    with tempfile.TemporaryDirectory() as d:
+        base = Path(d) / "base.zarr"
+        cpu = plan_stages(["decode", "spectrogram"])
+        extract(ds, base, stages=cpu, device="cpu", progress=False)
+        stages = [s.for_device("cpu") for s in cpu] + \
+            [TrivialFeatures(FeaturesConfig()).for_device(device)]
+        best, moments = float("inf"), 0
+        for i in range(repeats + 1):                         # the first run warms up
+            store = Path(d) / f"run{i}.zarr"
+            shutil.copytree(base, store)
+            t0 = time.perf_counter()
+            s = extract(ds, store, stages=stages, device=device, progress=False)
+            if i:
+                best = min(best, time.perf_counter() - t0)
+            moments = s.moments
+            assert s.failed == 0 and s.done == len(ds.videos), s.line()
+        return best, moments
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--moments", type=int, default=128, help="moments per timed run")
+    ap.add_argument("--moments", type=int, default=128, help="moments per timed run, in all")
+    ap.add_argument("--videos", type=int, default=4, help="videos the moments are split over")
     ap.add_argument("--batch-sizes", default="16,64")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=2, help="timed runs; the best is reported")
+    ap.add_argument("--compile", action="store_true", help="also bf16 + torch.compile (CUDA)")
+    ap.add_argument("--extract", action="store_true",
+                    help="also features-only extraction with the trivial model (overhead)")
     a = ap.parse_args()
     devices = ["cpu"]
     if a.device in ("auto", "cuda") and torch.cuda.is_available():
         devices = ["cuda"] if a.device == "cuda" else ["cpu", "cuda"]
+    elif a.device == "cuda":
+        sys.exit("--device cuda: torch sees no GPU")
     batches = [int(b) for b in a.batch_sizes.split(",")]
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}"
-          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print(f"{'device':<8}{'batch':>6}  {'precision':<10}{'moments/s':>10}")
-    rows = []
+    videos = videos_of(a.moments, a.videos)
+    rows, over = [], []
+    head = f"{'device':<7}{'batch':>6}  {'precision':<14}{'moments/s':>11}  GPU"
+    print(head)
     with tempfile.TemporaryDirectory() as d:
         ck = Path(d) / "student.pt"
-        save_student(build_student(num_classes=400), ck, config={"bench": True}, classes=[
-            str(i) for i in range(400)])
+        save_student(build_student(num_classes=400), ck, config={"bench": True},
+                     classes=[str(i) for i in range(400)])
         for dev in devices:
-            precisions = [False, True] if dev == "cuda" else [False]
+            modes = [("fp32", False)] + ([("bf16", False)] if dev == "cuda" else [])
+            if dev == "cuda" and a.compile:
+                modes.append(("bf16", True))
             for b in batches:
-                for amp in precisions:
-                    prec = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if amp else "fp32"
+                for prec, comp in modes:
+                    stage = Features(FeaturesConfig(checkpoint=str(ck), batch_size=b, precision=prec,
+                                                    compile=comp)).for_device(dev)
                     with GpuSampler(dev) as util:
-                        rate = bench(ck, dev, b, amp, a.moments, a.repeats)
-                    print(f"{dev:<8}{b:>6}  {prec:<10}{rate:>10.1f}  {util.text()}", flush=True)
-                    rows.append([dev, b, prec, f"{rate:.1f}", util.text()])
+                        rate = a.moments / timed(stage, videos, dev, a.repeats)
+                    name = prec + (" compiled" if comp else "")
+                    print(f"{dev:<7}{b:>6}  {name:<14}{rate:>11.1f}  {util.text()}", flush=True)
+                    rows.append([dev, b, name, f"{rate:,.0f}", util.text()])
+            b = max(batches)
+            stage = TrivialFeatures(FeaturesConfig(batch_size=b)).for_device(dev)
+            us = 1e6 * timed(stage, videos, dev, a.repeats) / a.moments
+            print(f"{dev:<7}{b:>6}  stage overhead (trivial model): {us:.1f} us/moment", flush=True)
+            over.append([dev, f"stage run_batch, batch {b}", f"{us:.1f}"])
+            if a.extract:
+                sec, n = extract_overhead(dev, a.repeats)
+                us = 1e6 * sec / max(n, 1)
+                print(f"{dev:<7}  features-only extract (trivial model): {us:.1f} us/moment "
+                      f"({n} moments)", flush=True)
+                over.append([dev, f"features-only extract, serial ({n} moments)", f"{us:.1f}"])
     body = table(["device", "batch", "precision", "moments/s", "GPU utilisation"], rows)
-    body += (f"\n\n- The student (image + audio ResNet-18, Psi, classifier) over {a.moments} moments "
-             "of random 112x112 frames and (101, 40) log-mels, best of "
-             f"{a.repeats}; torch {torch.get_num_threads()} threads on CPU.  GPU utilisation: "
-             "nvidia-smi sampled every 0.2 s during the timed runs (n/a without a GPU).")
+    body += "\n\n" + table(["device", "what (trivial model)", "us per moment"], over)
+    body += (f"\n\n- The student (image + audio ResNet-18, Psi, classifier) via `run_batch` over "
+             f"{a.moments} moments of random 112x112 frames and (101, 40) float16 log-mels in "
+             f"{a.videos} videos, numpy in and out, best of {a.repeats} after a warm-up; "
+             f"{torch.get_num_threads()} torch threads on CPU.  GPU utilisation: nvidia-smi "
+             "sampled every 0.2 s during the timed runs (n/a without a GPU).\n"
+             "- Overhead rows: the same with a trivial model (a slice of the inputs), so the time "
+             "is the stage's own (checks, staging, copies, conversions) and, for extract, the "
+             "runner's and the store's (reading frames and log-mels, writing three (N, 512) "
+             "float16 arrays, commits).")
     record("Features stage", body)
 
 
