@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from .common import DEVICE, fail
+from .common import DATASET_OPTION, DEVICE, PROGRESS, fail, store_option
 
-STORE = click.option("--features", "features", type=click.Path(exists=True, path_type=Path),
-                     required=True, help="Feature store with the student's per-moment features.")
+STORE = store_option("--features", help="Feature store with the student's per-moment features "
+                                        "(--features is the older spelling).")
 CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type=Path),
                           required=True, help="A train-skim --out folder, or its checkpoint.pt.")
 
@@ -30,38 +30,58 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
 @click.option("--recognition-features", default="",
               help="Also train a per-moment classifier on this array (e.g. teacher) and "
                    "recognise the picked moments with it.")
-@click.option("--epochs", type=int, default=25)
-@click.option("--batch-size", type=int, default=256)
-@click.option("--lr", type=float, default=0.01)
-@click.option("--classifier-lr-factor", type=float, default=0.1,
+@click.option("--readout", type=click.Choice(["inputs", "outputs"]), default="inputs",
+              show_default=True,
+              help="What the classifier averages: inputs x_0..x_{T-1} (the paper's figure) or "
+                   "outputs x_1..x_T (the authors' code).")
+@click.option("--fresh-classifier/--student-classifier", default=False, show_default=True,
+              help="A new classifier at the full lr (the authors' single-modality variant) "
+                   "instead of the student's at --classifier-lr-factor x lr.")
+@click.option("--epochs", type=int, default=25, show_default=True,
+              help="Epochs at least (the paper: 25); more when needed to reach --min-steps.")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Videos per batch at most (the paper: 256); capped at a quarter of the "
+                   "training set so small sets still take several steps an epoch.")
+@click.option("--min-steps", type=int, default=500, show_default=True,
+              help="Optimizer steps at least: small sets train more epochs (ActivityNet's "
+                   "25 x 40 = 1000 steps keep the paper's recipe); 0 = --epochs exactly.")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
+@click.option("--classifier-lr-factor", type=float, default=0.1, show_default=True,
               help="The student's classifier learns at this x lr.")
-@click.option("--weight-decay", type=float, default=1e-4)
-@click.option("--crop", type=(int, int), default=(200, 500),
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True,
+              help="SGD weight decay.")
+@click.option("--crop", type=(int, int), default=(200, 500), show_default=True,
               help="Random contiguous window of MIN MAX moments per training video.")
-@click.option("--train-subset", default="training")
-@click.option("--val-subset", default="validation")
-@click.option("--seed", type=int, default=0)
+@click.option("--train-subset", default="training", show_default=True,
+              help="Subset to train on.")
+@click.option("--val-subset", default="validation", show_default=True,
+              help="Subset scored after every epoch (log.csv).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the initialisation, shuffling and crops.")
 @DEVICE
-@click.option("--resume/--no-resume", default=True,
+@click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue the run already in --out (same options needed).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def train_skim(features, out_dir, student, steps, indexing, banks, recognition_features, epochs,
-               batch_size, lr, classifier_lr_factor, weight_decay, crop, train_subset,
-               val_subset, seed, device, resume, progress):
+@PROGRESS
+def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition_features,
+               readout, fresh_classifier, epochs, batch_size, min_steps, lr,
+               classifier_lr_factor, weight_decay, crop, train_subset, val_subset, seed, device,
+               resume, progress):
     """Train the skimming network on STORE's cached image/audio features."""
-    from ..training.skim import SkimError, TrainConfig, train_skim as run
+    from ..core.errors import L2LError
+    from ..training.skim import TrainConfig, train_skim as run
     if crop[0] < 1 or crop[1] < crop[0]:
         fail(f"--crop {crop[0]} {crop[1]}: need 1 <= MIN <= MAX")
     try:
         config = TrainConfig(steps=steps, indexing=indexing, features=tuple(banks),
-                             epochs=epochs, batch_size=batch_size, lr=lr,
+                             epochs=epochs, batch_size=batch_size, min_steps=min_steps, lr=lr,
                              classifier_lr_factor=classifier_lr_factor,
+                             fresh_classifier=fresh_classifier, readout=readout,
                              weight_decay=weight_decay, crop_min=crop[0], crop_max=crop[1],
                              train_subset=train_subset, val_subset=val_subset,
                              recognition_features=recognition_features, seed=seed)
-        row = run(features, out_dir, student=student, config=config, device=device,
-                  resume=resume, progress=progress)
-    except (SkimError, ValueError) as e:
+        row = run(store_path, out_dir, student=student, config=config, device=device,
+                  resume=resume, progress=progress, warn=lambda m: click.echo(m, err=True))
+    except (L2LError, ValueError) as e:
         fail(str(e))
     summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items())
@@ -75,23 +95,47 @@ def train_skim(features, out_dir, student, steps, indexing, banks, recognition_f
 @click.option("--subset", default="validation", help="Videos to evaluate on.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for metrics.json, predictions/, plots and report.md.")
-@click.option("--seed", type=int, default=0, help="Seed of the RANDOM baseline.")
-@click.option("--batch-size", type=int, default=256)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the RANDOM baseline.")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Videos per forward pass.")
+@click.option("--dataset", "dataset_name", default=None,
+              help="With --annotations: the data set's adapter, so that listed videos that "
+                   "failed or were never extracted count as misses (the \"all listed\" row).")
+@click.option("--annotations", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The annotation file (or folder) given to extract, read with --dataset.")
+@click.option("--videos", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The videos folder given to extract (some adapters list only the videos "
+                   "they find there).")
+@DATASET_OPTION
 @DEVICE
-def evaluate(features, checkpoint, subset, out_dir, seed, batch_size, device):
+@PROGRESS
+def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_name,
+             annotations, videos, dataset_options, device, progress):
     """Skimming vs UNIFORM, RANDOM, DENSE and SALIENCY: accuracy, GFLOPs, trade-off plots."""
+    from ..core.errors import L2LError
+    from ..evaluation.cost import UNIT_NOTE
     from ..evaluation.report import evaluate as run
-    from ..training.skim import SkimError
+    listed = None
+    if (dataset_name is None) != (annotations is None):
+        fail("--dataset and --annotations go together (the list of every video of the subset)")
     try:
-        m = run(features, checkpoint, out_dir, subset=subset, seed=seed, batch_size=batch_size,
-                device=device)
-    except (SkimError, ValueError) as e:
+        if dataset_name is not None:
+            from .common import load_dataset, parse_options
+            ds = load_dataset(dataset_name, videos or Path("."), annotations,
+                              parse_options(dataset_options))
+            listed = {v.id: list(v.labels) for v in ds.subset(subset).videos}
+        m = run(store_path, checkpoint, out_dir, subset=subset, seed=seed,
+                batch_size=batch_size, device=device, listed=listed, progress=progress)
+    except (L2LError, ValueError) as e:
         fail(str(e))
-    click.echo(f"{m['dataset']} / {m['subset']}: {m['num_videos']} videos")
-    click.echo(f"{'method':10s} {'steps':>5s} {'mAP':>7s} {'top1':>7s} {'GFLOPs':>9s}")
+    click.echo(f"{m['dataset']} / {m['subset']}: {m['num_videos']} extracted videos of "
+               f"{m['num_listed']} listed; {UNIT_NOTE}")
+    click.echo(f"{'method':10s} {'steps':>5s} {'mAP':>7s} {'top1':>7s} {'mAP all':>8s} "
+               f"{'GFLOPs':>9s}")
     for name, r in m["methods"].items():
         click.echo(f"{name:10s} {r['steps']:5d} {r['mAP']:7.2f} {r['top1']:7.2f} "
-                   f"{r['gflops_per_video']:9.3f}")
+                   f"{m['all_listed'][name]['mAP']:8.2f} {r['gflops_per_video']:9.3f}")
     click.echo(f"report: {out_dir / 'report.md'}")
 
 
@@ -104,15 +148,16 @@ def evaluate(features, checkpoint, subset, out_dir, seed, batch_size, device):
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG to write.")
 @click.option("--steps", type=int, default=None, help="Stop after k steps (default: T).")
-def visualize(features, checkpoint, videos, video_id, out_file, steps):
+def visualize(store_path, checkpoint, videos, video_id, out_file, steps):
     """The moments the skim model picks above T uniform moments of one video, as a PNG."""
+    from ..core.errors import L2LError
     from ..evaluation.visualize import visualize as run
-    from ..store import StoreError, open_store
-    from ..training.skim import SkimError, load_skim
+    from ..models.skim import load_skim
+    from ..store import open_store
     try:
         model, _ = load_skim(checkpoint)
-        path = run(open_store(features), model, video_id, out_file, videos=videos, steps=steps)
-    except (SkimError, StoreError, ValueError) as e:
+        path = run(open_store(store_path), model, video_id, out_file, videos=videos, steps=steps)
+    except (L2LError, ValueError) as e:
         fail(str(e))
     click.echo(f"wrote {path}")
 

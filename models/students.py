@@ -65,28 +65,47 @@ def load_state_file(path: str | os.PathLike, *, what: str) -> dict[str, torch.Te
     return obj
 
 
+# ---- trunk weights ----------------------------------------------------------------------------
+def resnet18_state(weights, *, option: str) -> dict[str, torch.Tensor] | None:
+    """A resnet18 state dict for ``weights``: None or ``"random"`` -> None (random init);
+    ``"imagenet"`` or a ``ResNet18_Weights`` member -> torchvision's (from the torch hub cache;
+    offline and uncached: ``WeightsError`` saying to pass ``option`` PATH or random); else a
+    path to a resnet18 state dict."""
+    if weights is None or (isinstance(weights, str) and weights.lower() == "random"):
+        return None
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        weights = ResNet18_Weights.IMAGENET1K_V1
+    if isinstance(weights, ResNet18_Weights):
+        return load_torchvision_weights(
+            weights, hint=f"pass {option} PATH (a torchvision resnet18 state dict, e.g. saved "
+                          f"with torch.save(resnet18(weights='IMAGENET1K_V1').state_dict(), PATH) "
+                          f"on a machine online) or {option} random")
+    return load_state_file(weights, what=f"{option} resnet18")
+
+
+def _load_into(net: nn.Module, state: dict, weights, *, skip: tuple[str, ...]) -> None:
+    state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise WeightsError(f"{weights}: not a resnet18 state dict "
+                           f"({str(e).splitlines()[0]})") from None
+    missing = [k for k in missing if not k.startswith(skip)]
+    if missing or unexpected:
+        raise WeightsError(f"{weights}: not a resnet18 state dict (missing {missing[:2]}, "
+                           f"unexpected {unexpected[:2]})")
+
+
 # ---- image trunk ------------------------------------------------------------------------------
 def image_trunk(*, weights=None) -> nn.Module:
     """ResNet-18 to its global average pool: (B, 3, 112, 112) float, ImageNet-normalised ->
-    (B, 512).  ``weights``: None (random init), ``"imagenet"`` or a torchvision
+    (B, 512).  ``weights``: None or ``"random"`` (random init), ``"imagenet"`` or a torchvision
     ``ResNet18_Weights`` member, or a path to a resnet18 state dict (its ``fc`` is ignored)."""
     net = resnet18()
     net.fc = nn.Identity()
-    if weights is not None:
-        if isinstance(weights, str) and weights.lower() == "imagenet":
-            weights = ResNet18_Weights.IMAGENET1K_V1
-        if isinstance(weights, ResNet18_Weights):
-            state = load_torchvision_weights(
-                weights, hint="pass --image-weights PATH (a torchvision resnet18 state dict) "
-                              "or no image weights (random init)")
-        else:
-            state = load_state_file(weights, what="image trunk")
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise WeightsError(f"{weights}: not a resnet18 state dict "
-                               f"({str(e).splitlines()[0]})") from None
+    state = resnet18_state(weights, option="--image-weights")
+    if state is not None:
+        _load_into(net, state, weights, skip=("fc.",))
     return net
 
 
@@ -103,17 +122,29 @@ def _resnet_out_len(n: int, conv1_stride: int) -> int:
 class AudioTrunk(nn.Module):
     """ResNet-18 on a 1-channel (101 time x 40 band) log-mel; pools the band axis first (a learned
     weighting of the band positions left after the ResNet blocks, starting as their mean), then
-    time, last (average or max).  (B, 1, 101, 40) float -> (B, 512)."""
+    time, last (average: the paper's text; max: the authors' code).  (B, 1, 101, 40) float ->
+    (B, 512).
+
+    ``weights`` as for ``image_trunk``: everything but the 1-channel ``conv1`` comes from the
+    resnet18 state dict, as the authors did (their ``AudioNet`` keeps ImageNet's bn1 and
+    layer1-4 and makes a new 1-channel conv1, drawn from N(0, 0.02)); random init draws conv1
+    with Kaiming's rule like the rest of the ResNet."""
 
     def __init__(self, *, conv1_stride: int = 1, time_pool: str = "avg",
-                 input_shape: tuple[int, int] = LOGMEL_SHAPE):
+                 input_shape: tuple[int, int] = LOGMEL_SHAPE, weights=None):
         super().__init__()
         if time_pool not in ("avg", "max"):
             raise ValueError(f"time_pool must be 'avg' or 'max', not {time_pool!r}")
         r = resnet18()
+        state = resnet18_state(weights, option="--audio-weights")
+        if state is not None:
+            _load_into(r, state, weights, skip=("fc.", "conv1."))
         # stem: one input channel (the authors' code also uses stride 1 on the small spectrogram)
         conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=conv1_stride, padding=3, bias=False)
-        nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+        if state is None:
+            nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.normal_(conv1.weight, 0.0, 0.02)
         self.body = nn.Sequential(conv1, r.bn1, r.relu, r.maxpool,
                                   r.layer1, r.layer2, r.layer3, r.layer4)
         # head: band positions after the blocks -> 1, then time -> 1
@@ -131,9 +162,9 @@ class AudioTrunk(nn.Module):
         return x.amax(dim=-1)
 
 
-def audio_trunk(*, conv1_stride: int = 1, time_pool: str = "avg") -> AudioTrunk:
+def audio_trunk(*, conv1_stride: int = 1, time_pool: str = "avg", weights=None) -> AudioTrunk:
     """The audio trunk: (B, 1, 101, 40) log-mel -> (B, 512).  See ``AudioTrunk``."""
-    return AudioTrunk(conv1_stride=conv1_stride, time_pool=time_pool)
+    return AudioTrunk(conv1_stride=conv1_stride, time_pool=time_pool, weights=weights)
 
 
 # ---- fusion -----------------------------------------------------------------------------------
@@ -153,11 +184,12 @@ class Fusion(nn.Module):
 class StudentNet(nn.Module):
     """Image trunk + audio trunk + Psi + a linear classifier on the fused embedding."""
 
-    def __init__(self, *, num_classes: int, image_weights=None, conv1_stride: int = 1,
-                 time_pool: str = "avg"):
+    def __init__(self, *, num_classes: int, image_weights=None, audio_weights=None,
+                 conv1_stride: int = 1, time_pool: str = "avg"):
         super().__init__()
         self.image_trunk = image_trunk(weights=image_weights)
-        self.audio_trunk = audio_trunk(conv1_stride=conv1_stride, time_pool=time_pool)
+        self.audio_trunk = audio_trunk(conv1_stride=conv1_stride, time_pool=time_pool,
+                                       weights=audio_weights)
         self.fusion = Fusion()
         self.classifier = nn.Linear(FEATURE_DIM, num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255,
@@ -180,11 +212,12 @@ class StudentNet(nn.Module):
                 "logits": self.classifier(fused)}
 
 
-def build_student(*, num_classes: int, image_weights=None, conv1_stride: int = 1,
-                  time_pool: str = "avg") -> StudentNet:
-    """A fresh student; ``image_weights`` as for ``image_trunk``."""
+def build_student(*, num_classes: int, image_weights=None, audio_weights=None,
+                  conv1_stride: int = 1, time_pool: str = "avg") -> StudentNet:
+    """A fresh student; ``image_weights`` / ``audio_weights`` as for ``image_trunk`` /
+    ``AudioTrunk`` (default: random init; the trainer defaults to ImageNet for both)."""
     return StudentNet(num_classes=num_classes, image_weights=image_weights,
-                      conv1_stride=conv1_stride, time_pool=time_pool)
+                      audio_weights=audio_weights, conv1_stride=conv1_stride, time_pool=time_pool)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------

@@ -215,3 +215,35 @@ def test_teacher_local_weights_and_offline_error(tmp_path, monkeypatch):
     assert "\n" not in msg and "--teacher-weights" in msg and "r2plus1d_18-91a641e6.pth" in msg
     with pytest.raises(WeightsError, match="--image-weights"):
         image_trunk(weights="imagenet")
+
+
+def test_trunks_start_from_imagenet_as_the_authors_did(tmp_path, monkeypatch):
+    """Both trunks from one resnet18 state dict (here one the test saves): the image trunk
+    takes all of it but fc; the audio trunk all but fc and its 1-channel conv1, which is drawn
+    fresh (N(0, 0.02), as in the authors' AudioNet).  Offline without a file: one line naming
+    the option to pass."""
+    from torchvision.models import resnet18
+    torch.manual_seed(3)
+    ref = resnet18().state_dict()
+    path = tmp_path / "resnet18.pt"
+    torch.save(ref, path)
+    img = image_trunk(weights=str(path)).state_dict()
+    aud = audio_trunk(weights=str(path)).state_dict()
+    assert all(torch.equal(img[k], ref[k]) for k in img)
+    for k in ("layer4.1.conv2.weight", "bn1.weight", "layer1.0.bn1.running_mean"):
+        i = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"].index(
+            k.split(".")[0])
+        assert torch.equal(aud[f"body.{i}." + k.split(".", 1)[1]], ref[k]), k
+    conv1 = aud["body.0.weight"]
+    assert conv1.shape == (64, 1, 7, 7) and abs(float(conv1.std()) - 0.02) < 0.005
+    # random init leaves every weight its own
+    rand = audio_trunk(weights="random").state_dict()
+    assert not torch.equal(rand["body.7.1.conv2.weight"], ref["layer4.1.conv2.weight"])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("L2L_NO_DOWNLOAD", "1")
+    with pytest.raises(WeightsError) as e:
+        audio_trunk(weights="imagenet")
+    assert "\n" not in str(e.value) and "--audio-weights" in str(e.value)
+    with pytest.raises(WeightsError, match="not a resnet18 state dict"):
+        torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pt")
+        image_trunk(weights=str(tmp_path / "bad.pt"))

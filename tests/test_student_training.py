@@ -15,6 +15,7 @@ from l2l.store import ArrayRecord, VideoMeta, create_store
 from l2l.training.student import TrainConfig, TrainError, student_loss, train_student
 
 CLASSES = ["red", "green", "blue"]
+RANDOM_INIT = {"image_weights": "random", "audio_weights": "random"}   # nothing downloads
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [30, 60, 230]], np.uint8)
 
 
@@ -116,7 +117,7 @@ class Stop(Exception):
 
 
 def test_train_resume_checkpoints_and_metrics(store, tmp_path):
-    cfg = TrainConfig(objective="distill", epochs=2, batch_size=2, max_moments=2, lr=1e-2)
+    cfg = TrainConfig(objective="distill", epochs=2, batch_size=2, max_moments=2, lr=1e-2, **RANDOM_INIT)
     # uninterrupted run
     full = train_student(store, tmp_path / "full", cfg, progress=False, log=lambda s: None)
     # a run killed after its first epoch, then resumed
@@ -141,7 +142,7 @@ def test_train_resume_checkpoints_and_metrics(store, tmp_path):
     # a different config in the same folder is refused, not mixed
     with pytest.raises(TrainError, match="another config"):
         train_student(store, tmp_path / "cut", TrainConfig(objective="distill", epochs=2,
-                      batch_size=2, max_moments=2, lr=0.5), progress=False, log=lambda s: None)
+                      batch_size=2, max_moments=2, lr=0.5, **RANDOM_INIT), progress=False, log=lambda s: None)
 
 
 def test_cli_classify(store, tmp_path):
@@ -149,7 +150,8 @@ def test_cli_classify(store, tmp_path):
     res = CliRunner().invoke(main, ["train-student", "--store", str(store.path), "--out",
                                     str(tmp_path / "o"), "--objective", "classify", "--epochs",
                                     "1", "--batch-size", "4", "--max-moments", "4", "--device",
-                                    "cpu", "--no-progress"])
+                                    "cpu", "--no-progress", "--image-weights", "random",
+                                    "--audio-weights", "random"])
     assert res.exit_code == 0, res.output
     assert "student " in res.output and "hash " in res.output
     model, info = load_student(tmp_path / "o" / "student.pt")
@@ -161,20 +163,42 @@ def test_cli_classify(store, tmp_path):
     assert bad.exit_code != 0 and "--milestones" in bad.output
 
 
+def test_fine_tune_a_distilled_student_on_the_store_classes(store, tmp_path):
+    """--init: trunks and Psi come from the distilled (400-class) student, the classifier is
+    replaced by one for the store's 3 classes and trained with cross-entropy."""
+    distilled = train_student(store, tmp_path / "d", TrainConfig(
+        objective="distill", epochs=1, batch_size=2, max_moments=2, **RANDOM_INIT),
+        progress=False, log=lambda s: None)
+    cfg = TrainConfig(objective="classify", epochs=1, batch_size=2, max_moments=4, lr=0.0,
+                      weight_decay=0.0, init=str(tmp_path / "d"))
+    tuned = train_student(store, tmp_path / "f", cfg, progress=False, log=lambda s: None)
+    before, b_info = load_student(tmp_path / "d")
+    after, a_info = load_student(tmp_path / "f")
+    assert len(b_info["classes"]) == 400 and a_info["classes"] == CLASSES
+    assert after.classifier.out_features == 3
+    for name in ("image_trunk.conv1.weight", "audio_trunk.body.0.weight", "fusion.mlp.0.weight"):
+        assert torch.equal(after.state_dict()[name], before.state_dict()[name]), name
+    assert a_info["config"]["train"]["init"] == f"student {distilled['hash']}"
+    assert tuned["metrics"]["ce"] > 0
+    with pytest.raises(TrainError, match="--init"):
+        train_student(store, tmp_path / "g", TrainConfig(objective="classify", epochs=1,
+                      init=str(tmp_path / "nothing.pt")), progress=False)
+
+
 def test_mixed_teacher_configs_are_refused(tmp_path):
     s = make_store(tmp_path / "mixed.zarr", videos_per_class=2, moments=2,
                    teacher_config={"type": "teacher", "weights_hash": "other"})
     with pytest.raises(TrainError, match="video v10 was made with another config"):
-        train_student(s, tmp_path / "o", TrainConfig(epochs=1), progress=False)
+        train_student(s, tmp_path / "o", TrainConfig(epochs=1, **RANDOM_INIT), progress=False)
     # classify does not read the teacher arrays, so it is not affected
     train_student(s, tmp_path / "o2", TrainConfig(objective="classify", epochs=1, batch_size=2,
-                                                  max_moments=2),
+                                                  max_moments=2, **RANDOM_INIT),
                   progress=False, log=lambda s: None)
 
 
 def test_wrong_teacher_weights_are_refused(store, tmp_path):
     with pytest.raises(TrainError, match="teacher arrays come from weights"):
-        train_student(store, tmp_path / "o", TrainConfig(epochs=1, teacher_weights="random"),
+        train_student(store, tmp_path / "o", TrainConfig(epochs=1, teacher_weights="random", **RANDOM_INIT),
                       progress=False)
 
 
@@ -207,7 +231,8 @@ def test_synthetic_classify_then_features_separate_the_classes(tmp_path):
     assert ok.exit_code == 0 and "failed 0" in ok.output, ok.output
     ok = r.invoke(main, ["train-student", "--store", str(st), "--out", str(run), "--objective",
                          "classify", "--epochs", "1", "--batch-size", "8", "--max-moments", "16",
-                         "--lr", "0.01", "--device", "cpu", "--no-progress"])
+                         "--lr", "0.01", "--device", "cpu", "--no-progress",
+                         "--image-weights", "random", "--audio-weights", "random"])
     assert ok.exit_code == 0, ok.output
     ok = r.invoke(main, common + ["--student", str(run)])
     assert ok.exit_code == 0 and "failed 0" in ok.output, ok.output

@@ -13,6 +13,13 @@ Objectives:
 - ``both``: L1 + cross-entropy on the data set's classes, plus the KL term when the teacher's
   logits have exactly those classes (a teacher fine-tuned on the data set).
 
+Initialisation (the authors'): both trunks from ImageNet's ResNet-18 (``image_weights`` /
+``audio_weights`` = "imagenet", the audio trunk without its 1-channel conv1), or "random", or a
+resnet18 state-dict file.  Fine-tuning (the recipe's second step): ``init`` = a distilled
+student; its trunks and Psi are loaded, its classifier too when it has the store's classes,
+else a fresh one for them, and ``objective="classify"`` trains it with cross-entropy on the
+videos' labels.
+
 Output folder: ``checkpoints/epoch-NNNN.pt`` (the last two kept; each with optimiser state),
 ``student.pt`` (the final model), ``metrics.csv`` and ``config.json``.
 """
@@ -60,7 +67,10 @@ class TrainConfig:
     max_moments: int | None = None  # moments drawn per epoch (None: all)
     seed: int = 0
     # model
-    image_weights: str | None = None  # "imagenet" or a resnet18 state-dict path
+    image_weights: str | None = "imagenet"  # "imagenet", "random" or a resnet18 state-dict path
+    audio_weights: str | None = "imagenet"  # the same, for all of the audio trunk but conv1
+    audio_pool: str = "avg"                 # over time: "avg" (paper text) or "max" (their code)
+    init: str | None = None                 # a student checkpoint (file/folder) to fine-tune
     teacher_weights: str | None = None  # check the store's teacher arrays came from these
 
     def __post_init__(self):
@@ -210,7 +220,15 @@ def train_student(store, out_dir, config: TrainConfig = TrainConfig(), *, device
         "classes_from": "teacher" if c.objective == "distill" else "store",
         "inputs": {n: made_by[n] for n in names}}, default=str))
     torch.manual_seed(c.seed)
-    model = build_student(num_classes=len(classes), image_weights=c.image_weights).to(device)
+    if c.init is not None:
+        model, init_hash = _from_student(c.init, classes)
+        run_config["train"]["init"] = f"student {init_hash}"   # the content, not the path
+        for k in ("image_weights", "audio_weights", "audio_pool"):
+            run_config["train"][k] = None                     # taken from the checkpoint
+    else:
+        model = build_student(num_classes=len(classes), image_weights=c.image_weights,
+                              audio_weights=c.audio_weights, time_pool=c.audio_pool)
+    model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                           weight_decay=c.weight_decay)
     start = _resume(out, model, opt, run_config, log)
@@ -254,6 +272,23 @@ def train_student(store, out_dir, config: TrainConfig = TrainConfig(), *, device
         log(" ".join(f"{k} {v}" for k, v in row.items()))
     digest = save_student(model, out / CHECKPOINT_NAME, config=run_config, classes=classes)
     return {"path": str(out / CHECKPOINT_NAME), "hash": digest, "epochs": c.epochs, "metrics": row}
+
+
+def _from_student(path, classes: list[str]):
+    """A student initialised from the checkpoint at ``path`` for ``classes``: every weight
+    loaded; the classifier too when the checkpoint has exactly these classes, else a fresh
+    one.  Returns (model, the checkpoint's hash)."""
+    from l2l.models.students import WeightsError, load_student, model_kwargs
+    try:
+        init, info = load_student(path)
+    except WeightsError as e:
+        raise TrainError(f"--init: {e}") from None
+    model = build_student(**{**model_kwargs(init), "num_classes": len(classes)})
+    state = init.state_dict()
+    if list(info["classes"]) != list(classes):
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    model.load_state_dict(state, strict=False)
+    return model, info["hash"]
 
 
 def _resume(out: Path, model, opt, run_config: dict, log) -> int:
