@@ -134,6 +134,18 @@ def extract_overhead(device: str, repeats: int) -> tuple[float, int]:
         return best, moments
 
 
+def gpu_row(step: str, rate: float, util: GpuSampler) -> None:
+    """One JSON row for ``gpu_steps.py report`` when ``$L2L_GPU_ROWS`` names a file."""
+    import json
+    import os
+    if os.environ.get("L2L_GPU_ROWS"):
+        row = {"step": step, "rate": rate, "unit": "moments/s"}
+        if util.samples:
+            row.update(gpu_mean=sum(util.samples) / len(util.samples), gpu_max=max(util.samples))
+        with open(os.environ["L2L_GPU_ROWS"], "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--moments", type=int, default=128, help="moments per timed run, in all")
@@ -161,10 +173,9 @@ def main() -> None:
                      classes=[str(i) for i in range(400)])
         for dev in devices:
             modes = [("fp32", False)] + ([("bf16", False)] if dev == "cuda" else [])
-            if dev == "cuda" and a.compile:
-                modes.append(("bf16", True))
             for b in batches:
-                for prec, comp in modes:
+                compiled = [("bf16", True)] if dev == "cuda" and a.compile and b == max(batches) else []
+                for prec, comp in modes + compiled:
                     stage = Features(FeaturesConfig(checkpoint=str(ck), batch_size=b, precision=prec,
                                                     compile=comp)).for_device(dev)
                     with GpuSampler(dev) as util:
@@ -172,6 +183,7 @@ def main() -> None:
                     name = prec + (" compiled" if comp else "")
                     print(f"{dev:<7}{b:>6}  {name:<14}{rate:>11.1f}  {util.text()}", flush=True)
                     rows.append([dev, b, name, f"{rate:,.0f}", util.text()])
+                    gpu_row(f"features stage {name} batch {b} ({dev})", rate, util)
             b = max(batches)
             stage = TrivialFeatures(FeaturesConfig(batch_size=b)).for_device(dev)
             us = 1e6 * timed(stage, videos, dev, a.repeats) / a.moments
