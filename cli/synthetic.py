@@ -8,6 +8,8 @@ import time
 
 import click
 
+from .common import PROGRESS
+
 
 @click.command("make-synthetic")
 @click.argument("out", type=click.Path(file_okay=False))
@@ -26,22 +28,25 @@ import click
               help="Largest fraction of a video holding its class's signatures.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.25, help="Share of each class in 'validation'.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Rendering processes [default: CPU count].")
+@PROGRESS
 def make_synthetic(out, classes, videos_per_class, seed, duration_min, duration_max, fps, width, height,
-                   audio_rate, evidence_min, evidence_max, val_fraction, workers):
+                   audio_rate, evidence_min, evidence_max, val_fraction, workers, progress):
     """Write OUT/videos/*.mp4 (H.264 + AAC) and OUT/annotations.json (ActivityNet v1.3 format)."""
-    from l2l.datasets.synthetic import make_synthetic as make
+    from tqdm import tqdm
+
+    from ..datasets.synthetic import make_synthetic as make
 
     total = classes * videos_per_class
     t0 = time.perf_counter()
-    with click.progressbar(length=total, label="rendering", show_eta=True, show_pos=True) as bar:
-        def progress(done, _total, _seen=[0]):
+    with tqdm(total=total, desc="rendering", unit="video", disable=not progress, dynamic_ncols=True) as bar:
+        def advance(done, _total, _seen=[0]):
             bar.update(done - _seen[0])
             _seen[0] = done
         try:
             s = make(out, classes=classes, videos_per_class=videos_per_class, seed=seed,
                      duration=(duration_min, duration_max), fps=fps, size=(width, height),
                      audio_rate=int(audio_rate), evidence=(evidence_min, evidence_max),
-                     val_fraction=val_fraction, workers=workers, progress=progress)
+                     val_fraction=val_fraction, workers=workers, progress=advance)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
     click.echo(f"{total} videos in {s.videos_dir}  ({time.perf_counter() - t0:.1f} s)")
