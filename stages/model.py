@@ -2,8 +2,10 @@
 
 What is here, shared by those stages:
 - **One model per process.**  ``setup`` looks the model up in a module-level cache keyed by
-  (stage name, hash of the whole config, device) and loads it only on a miss, so a stage object
-  freshly unpickled in a dask task finds the model its worker process already loaded.
+  (stage name, config hash, device) and loads it only on a miss, so a stage object freshly
+  unpickled in a dask task finds the model its worker process already loaded.  The config hash
+  covers the weights' content, precision, device and ``compile``, not the batch size or the
+  weights' path (they do not change the model).  At most ``MAX_MODELS`` are kept.
 - **Placement.**  ``for_device`` records in the config where the numbers are made: ``device``
   ("cpu" or "cuda") and ``precision`` ("fp32", or "bf16" by default on CUDA).  Both are hashed,
   so CPU and GPU numbers never share a cache key.  It touches no GPU.
@@ -27,13 +29,13 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..core.errors import L2LError
-from ..core.hashing import stable_hash
 from .base import Stage
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICE_KINDS = ("", "cpu", "cuda")
 
 _MODELS: dict[tuple[str, str, str], Any] = {}     # (stage, config hash, device) -> loaded model
+MAX_MODELS = 4                                      # kept per process (the oldest goes first)
 LOADS: collections.Counter = collections.Counter()  # loads per key in this process (tests)
 
 
@@ -131,13 +133,15 @@ class ModelStage(Stage):
         on the first call only (cheap afterwards, whichever object asks)."""
         device = str(device)
         placed = self.placed(device)
-        key = (self.name, stable_hash(placed.config_dict()), device)
+        key = (self.name, placed.config_hash, device)
         model = _MODELS.get(key)
         if model is None:
             model = placed.load_model(device)
             if placed.config.compile:
                 import torch
                 model = torch.compile(model, dynamic=False)
+            while len(_MODELS) >= MAX_MODELS:
+                _MODELS.pop(next(iter(_MODELS)))
             _MODELS[key] = model
             LOADS[key] += 1
         self.model, self.device = model, device
