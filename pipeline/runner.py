@@ -1,46 +1,58 @@
-"""Where the per-video work runs: in this process, or as dask.distributed tasks.
+"""Where the shards run: in this process, or as dask.distributed tasks.
 
-``run_serial`` runs ``process_video`` here, one video after another.  ``run_dask`` runs it as
-dask tasks on an embedded single-machine cluster (``local_cluster``: ``workers`` processes, one
-thread each) or on an existing cluster (``scheduler``: the address of a ``dask scheduler`` whose
-``dask worker``s, on any number of machines, see the store at the same path).
+``run_serial`` runs ``work.process_shard`` here, one shard after another.  ``run_dask`` runs
+shards as dask tasks on an embedded single-machine cluster (``start_cluster``/``local_cluster``:
+``workers`` processes, one thread each, started once per run, while the parent sets the store
+up) or on an existing cluster (``scheduler``: the address of a ``dask scheduler`` whose ``dask
+worker``s, on any number of machines, see the store at the same path).
 
-How the work is cut:
+How the work is cut: a task is a *shard* of a few videos (about four shards per worker, at most
+``SHARD_VIDEOS``; with a batchable model stage, enough videos for ``BATCH_MOMENTS`` moments when
+the store knows their lengths).  The worker runs every stage the shard needs itself, model stages
+included (on its own GPU: the embedded cluster gives each worker one of the machine's GPUs,
+round-robin), and writes the shard's arrays once, into a parcel of its own that commit turns
+into a segment by a rename.  Only small ``Outcome`` records come back through the scheduler.  On
+an external cluster, shards with a model stage on CUDA ask for the ``GPU`` resource, so they run
+only on workers started with ``--resources GPU=1``.
 
-- CPU stages only (decode, spectrogram): one task per video, on any worker.
-- With a model stage (teacher, features) on CUDA: a *decode task* per video (CPU stages, any
-  worker) and *model tasks* of ``gpu_batch`` videos each that ask for the ``GPU`` resource, so
-  they run only on workers started with ``--resources GPU=1``.  The decode tasks' parcels are
-  committed as each batch fills (a cheap, locked, atomic step), after which a model task reads
-  its videos' ``frames``/``logmel`` from the store.  Many CPU workers thus decode ahead while
-  the GPU worker keeps the model loaded and goes from one batch to the next without waiting for
-  a decode; dask queues the next model task while the current one runs.
+Start-up: before any shard is submitted, every worker unpickles the stages, imports their
+modules and calls ``setup`` (models load once per worker process), in parallel, and says how
+long it took.  A worker that cannot (an import error, a class it cannot unpickle, a weights
+file it cannot read) fails the run with one line naming the cause; a cluster that does not
+answer within ``START_TIMEOUT`` seconds fails it too: no silent hang.
 
-Every task writes its own arrays to the store (``Store.put``: a parcel under a fresh name,
-renamed into place whole), so no feature array travels through the scheduler and concurrent
-writers never touch the same file; only small ``Outcome`` records come back.  ``extract``
-commits the parcels into the readable layout (periodically and at the end).
-
-Failures: a video that fails to decode returns a failure ``Outcome`` (recorded in the store) and
-is not retried; a task that raises, or whose worker dies, is retried (``retries``, and dask's
-``allowed-failures`` for dead workers); one that still fails is recorded as a ``worker``
-failure.  A task that ran twice (its worker died after ``put``) leaves two parcels of the same
-video; commit keeps the later one only.
+Failures: a video that fails to decode comes back as a failure ``Outcome`` (recorded in the
+store) and is not retried; a task that raises, or whose worker dies, is retried (``retries``,
+and dask's ``allowed-failures`` for dead workers); a shard that still fails is recorded as a
+``worker`` failure of each of its videos.  A task that ran twice (its worker died after
+``put_many``) leaves two parcels of the same videos; commit keeps the later one only.
 """
 from __future__ import annotations
 
+import math
 import os
-from collections import Counter
+import pickle
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
+from ..core.errors import L2LError
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
-from .extract import Outcome, process_video
+from .work import BATCH_MOMENTS, Outcome, ensure_setup, process_shard, store_for
 
-GPU_BATCH = 8                # videos per model task (each video's moments go through in chunks)
+SHARD_VIDEOS = 16            # most videos per dask task
+SERIAL_SHARD_VIDEOS = 4      # videos per shard in the serial runner (one parcel, one segment)
+START_TIMEOUT = float(os.environ.get("L2L_START_TIMEOUT", "120"))   # seconds
+GPU_BATCH = BATCH_MOMENTS    # kept for callers of the old keyword
+
+
+class RunnerError(L2LError, RuntimeError):
+    """The workers cannot run the extraction (start-up failed or timed out); one line."""
 
 
 def _bar(total: int, progress: bool):
@@ -48,189 +60,247 @@ def _bar(total: int, progress: bool):
                 desc="extract")
 
 
+def make_shards(videos: Sequence[VideoRecord], *, max_videos: int, moments: dict | None = None,
+                min_moments: int = 0) -> list[list[VideoRecord]]:
+    """Consecutive videos, at most ``max_videos`` per shard; with ``min_moments``, a shard
+    closes as soon as its known moments (``moments[id]``) reach it."""
+    shards, cur, m = [], [], 0
+    for v in videos:
+        cur.append(v)
+        m += (moments or {}).get(v.id, 0)
+        if len(cur) >= max_videos or (min_moments and m >= min_moments):
+            shards.append(cur)
+            cur, m = [], 0
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def _shards(store_path: str, videos, stages, max_videos: int) -> list[list[VideoRecord]]:
+    if any(s.batchable for s in stages):      # model stages: a forward pass of >= 512 moments
+        idx = store_for(store_path).index["videos"]
+        moments = {v.id: idx[v.id]["meta"]["num_moments"] for v in videos if v.id in idx}
+        return make_shards(videos, max_videos=max(max_videos, 64), moments=moments,
+                           min_moments=BATCH_MOMENTS)
+    return make_shards(videos, max_videos=max_videos)
+
+
 def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage], *,
-               device: str, progress: bool = True, missing_reason: str = "", **_) -> Iterator[Outcome]:
+               device: str, progress: bool = True, missing_reason: str = "",
+               commit_every: int = 64, **_) -> Iterator[Outcome]:
+    """Shards of ``SERIAL_SHARD_VIDEOS`` (at most ``commit_every``) videos, here, in order."""
+    size = max(1, min(SERIAL_SHARD_VIDEOS, commit_every))
     with _bar(len(videos), progress) as bar:
-        for v in videos:
-            o = process_video(store_path, v, stages, device, missing_reason)
-            bar.update()
-            bar.set_postfix_str(f"{o.status} {o.id}"[:40])
-            yield o
+        for shard in _shards(store_path, videos, stages, size):
+            for o in process_shard(store_path, shard, stages, device, missing_reason):
+                bar.update()
+                bar.set_postfix_str(f"{o.status} {o.id}"[:40])
+                yield o
 
 
 # ---- the cluster --------------------------------------------------------------------------
-def local_cluster(workers: int = 2, *, gpus: int = 0, silence_logs: int = 40):
+def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None = None,
+                  silence_logs: int = 40):
     """An embedded single-machine cluster: ``workers`` worker processes with one thread each;
-    the first ``gpus`` of them declare ``GPU=1`` and see only their own GPU
-    (``CUDA_VISIBLE_DEVICES``).  Each worker is kept alive by a nanny, which restarts it if it
-    dies.  Close it with ``.close()`` (or use it as a context manager)."""
+    the first ``gpus`` of them declare ``GPU=1`` and see one GPU each (``CUDA_VISIBLE_DEVICES``,
+    round-robin over ``visible_gpus``, default ``gpus``).  Each worker is kept alive by a nanny,
+    which restarts it if it dies.  Close it with ``.close()`` (or use it as a context manager)."""
     from distributed import Nanny, Scheduler, SpecCluster
 
     workers = max(1, int(workers))
+    visible = max(1, visible_gpus or gpus or 1)
     spec = {}
     for i in range(workers):
         opts = {"nthreads": 1, "memory_limit": "auto" if workers == 1 else 0,
                 "silence_logs": silence_logs}
         if i < gpus:
             opts["resources"] = {"GPU": 1}
-            opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i)}
+            opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i % visible)}
         spec[f"l2l-{'gpu' if i < gpus else 'cpu'}-{i}"] = {"cls": Nanny, "options": opts}
     scheduler = {"cls": Scheduler, "options": {"dashboard": False, "host": "127.0.0.1"}}
     return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=silence_logs,
                        name="l2l-extract")
 
 
-def _threads_by_host(client) -> dict[str, int]:
-    """Torch threads per task: a host's cores (as its workers report) over the tasks its
-    workers run at once (their threads), so that tasks x torch threads never oversubscribe a
-    machine."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    per_host = Counter()
-    for w in info.values():
-        per_host[w["host"]] += max(1, int(w.get("nthreads", 1)))
-    cores = client.run(os.cpu_count)                         # address -> that host's cores
-    out = {}
-    for addr, w in info.items():
-        out[w["host"]] = max(1, (cores.get(addr) or 1) // per_host[w["host"]])
+class _Starting:
+    """An embedded cluster being started in a thread while the parent sets the store up."""
+
+    def __init__(self, workers: int, gpus: int, visible: int):
+        self._t0 = time.perf_counter()
+        self._pool = ThreadPoolExecutor(1)
+        self._future = self._pool.submit(local_cluster, workers, gpus=gpus, visible_gpus=visible)
+        self.seconds = 0.0
+
+    def get(self):
+        try:
+            cluster = self._future.result(timeout=START_TIMEOUT)
+        except Exception as e:
+            raise RunnerError(f"the dask cluster did not start: {' '.join(str(e).split())}") from None
+        self.seconds = time.perf_counter() - self._t0
+        return cluster
+
+    def close(self) -> None:
+        try:
+            self._future.result(timeout=START_TIMEOUT).close()
+        except Exception:
+            pass
+        self._pool.shutdown(wait=False)
+
+
+def start_cluster(workers: int, *, device: str = "cpu", stages: Sequence[Stage] = ()) -> _Starting:
+    """Start the embedded cluster in the background: on CUDA with a model stage, every worker
+    gets a GPU (round-robin); otherwise CPU workers only."""
+    gpus = visible = 0
+    if device.startswith("cuda") and any(s.uses_gpu for s in stages):
+        import torch
+        visible = max(1, torch.cuda.device_count())
+        gpus = workers
+    return _Starting(workers, gpus, visible)
+
+
+# ---- worker side --------------------------------------------------------------------------
+_STAGES: dict[bytes, list[Stage]] = {}
+
+
+def _stages_here(blob: bytes) -> list[Stage]:
+    """The stage objects for ``blob`` in this worker process: unpickled once, kept, so that
+    their ``setup`` (and models) last for the whole run."""
+    st = _STAGES.get(blob)
+    if st is None:
+        st = _STAGES[blob] = pickle.loads(blob)
+    return st
+
+
+def _set_threads(threads: int) -> None:
+    if "torch" in sys.modules:               # only when a stage already needs torch
+        import torch
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _start_worker(blob: bytes, device: str, threads: int) -> tuple[str, float]:
+    """On a worker, before any shard: unpickle the stages, import and set them up.  Returns
+    ("", seconds) or (one line naming the cause, seconds)."""
+    t = time.perf_counter()
+    try:
+        stages = _stages_here(blob)
+        for s in stages:
+            ensure_setup(s, device)
+        _set_threads(threads)
+    except BaseException as e:               # noqa: BLE001 - reported as one line
+        return (" ".join(f"{type(e).__name__}: {e}".split()), time.perf_counter() - t)
+    return ("", time.perf_counter() - t)
+
+
+def _shard_task(store_path, videos, blob, device, missing_reason, threads):
+    stages = _stages_here(blob)
+    _set_threads(threads)
+    return process_shard(store_path, videos, stages, device, missing_reason)
+
+
+def _crash_outcomes(store_path: str, shard: list[VideoRecord], error: BaseException) -> list[Outcome]:
+    out = []
+    for v in shard:
+        line = " ".join(f"{v.path or v.id}: worker error {type(error).__name__}: {error}".split())
+        open_store(store_path).record_failure(
+            Failure(id=v.id, stage="worker", reason=line, source=str(v.path or "")))
+        out.append(Outcome(v.id, "failed", "worker", line))
     return out
 
 
-def _set_threads(threads_by_host: dict[str, int]) -> None:
-    import torch
-    from distributed import get_worker
-    try:
-        host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
-    except ValueError:                                        # not in a worker (tests)
-        return
-    n = threads_by_host.get(host, 1)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+def _start_all(client, blob: bytes, device: str, resources: dict) -> tuple[dict, float]:
+    """Run ``_start_worker`` on every worker (that can take the tasks) and wait, bounded."""
+    from distributed import wait
 
-
-# ---- tasks --------------------------------------------------------------------------------
-def _video_task(store_path, video, stages, device, missing_reason, threads_by_host):
-    _set_threads(threads_by_host)
-    return process_video(store_path, video, stages, device, missing_reason)
-
-
-def _model_task(store_path, videos, stages, device, missing_reason, threads_by_host):
-    """Run every stage left to do for a batch of videos whose decode tasks have committed: the
-    CPU stages are cached, so only the model stages run, on inputs read from the store, with
-    the model loaded once per worker process."""
-    _set_threads(threads_by_host)
-    return [process_video(store_path, v, stages, device, missing_reason) for v in videos]
-
-
-def _crash_outcome(store_path: str, v: VideoRecord, error: BaseException) -> Outcome:
-    line = " ".join(f"{v.path or v.id}: worker error {type(error).__name__}: {error}".split())
-    open_store(store_path).record_failure(
-        Failure(id=v.id, stage="worker", reason=line, source=str(v.path or "")))
-    return Outcome(v.id, "failed", "worker", line)
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    if not info:
+        client.wait_for_workers(1, timeout=START_TIMEOUT)
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    addrs = [a for a, w in info.items()
+             if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items())]
+    if not addrs:
+        raise RunnerError(f"no worker offers {resources} (start GPU workers with "
+                          "`dask worker ... --resources GPU=1`)")
+    cores = client.run(os.cpu_count, workers=addrs)
+    per_host: dict[str, int] = {}
+    for a in addrs:
+        per_host[info[a]["host"]] = per_host.get(info[a]["host"], 0) + max(1, int(info[a].get("nthreads", 1)))
+    threads = {a: max(1, (cores.get(a) or 1) // per_host[info[a]["host"]]) for a in addrs}
+    futs = {a: client.submit(_start_worker, blob, device, threads[a], workers=[a],
+                             allow_other_workers=False, pure=False, key=f"l2l-start-{a}")
+            for a in addrs}
+    done, not_done = wait(list(futs.values()), timeout=START_TIMEOUT)
+    if not_done:
+        raise RunnerError(f"{len(not_done)} dask worker(s) did not start the extraction within "
+                          f"{START_TIMEOUT:.0f} s")
+    slowest = 0.0
+    for a, f in futs.items():
+        if f.status == "error":
+            raise RunnerError(f"worker {a} cannot start the extraction: "
+                              f"{' '.join(str(f.exception()).split())}")
+        line, seconds = f.result()
+        if line:
+            raise RunnerError(f"worker {a} cannot start the extraction: {line}")
+        slowest = max(slowest, seconds)
+    return threads, slowest
 
 
 def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage], *,
-             device: str, workers: int = 2, scheduler: str | None = None, progress: bool = True,
-             missing_reason: str = "", retries: int = 2, gpu_batch: int = GPU_BATCH,
-             model_resources: dict | None = None) -> Iterator[Outcome]:
-    """Run ``process_video`` over ``videos`` as dask tasks (see the module docstring); yields
-    one ``Outcome`` per video as they finish.  ``model_resources``: what a model task asks of
-    its worker (default ``{"GPU": 1}`` on CUDA; ``{}`` runs model stages inside the per-video
-    tasks, on any worker)."""
-    from distributed import Client
+             device: str, workers: int = 2, scheduler: str | None = None, cluster=None,
+             progress: bool = True, missing_reason: str = "", retries: int = 2,
+             gpu_batch: int = GPU_BATCH, model_resources: dict | None = None,
+             timings: dict | None = None) -> Iterator[Outcome]:
+    """Run shards of ``videos`` as dask tasks (see the module docstring); yields one
+    ``Outcome`` per video as shards finish.  ``cluster``: an embedded cluster being started
+    (``start_cluster``; closed by the caller); else one is started here, or ``scheduler`` is
+    used.  ``model_resources``: what a shard with a model stage asks of its worker (default
+    ``{"GPU": 1}`` on CUDA with an external scheduler; ``{}`` lets any worker take it)."""
+    from distributed import Client, as_completed
 
-    needs_model = any(s.uses_gpu for s in stages)
-    cuda = device.startswith("cuda")
-    if model_resources is None:
-        model_resources = {"GPU": 1} if cuda else {}
-    split = needs_model and bool(model_resources)
-    cluster = None
-    if scheduler is None:
-        gpus = 0
-        if cuda and needs_model:
-            import torch
-            gpus = min(max(1, torch.cuda.device_count()), max(1, workers))
-        cluster = local_cluster(workers, gpus=gpus)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
+    own = None
+    if scheduler is None and cluster is None:
+        own = cluster = start_cluster(workers, device=device, stages=stages)
     try:
-        threads = _threads_by_host(client)
-        if split:
-            yield from _run_split(client, store_path, videos, stages, device=device,
-                                  progress=progress, missing_reason=missing_reason,
-                                  retries=retries, gpu_batch=gpu_batch,
-                                  resources=model_resources, threads=threads)
+        if scheduler is None:
+            c = cluster.get()
+            timings["cluster_start"] = timings.get("cluster_start", 0.0) + cluster.seconds
+            client = Client(c)
         else:
-            yield from _run_per_video(client, store_path, videos, stages, device=device,
-                                      progress=progress, missing_reason=missing_reason,
-                                      retries=retries, threads=threads)
+            client = Client(scheduler, timeout=START_TIMEOUT)
+        try:
+            needs_model = any(s.uses_gpu for s in stages)
+            if model_resources is None:
+                model_resources = {"GPU": 1} if (device.startswith("cuda") and scheduler) else {}
+            resources = model_resources if needs_model else {}
+            blob = pickle.dumps(list(stages))
+            w = time.perf_counter()
+            threads, slowest = _start_all(client, blob, device, resources)
+            timings["worker_start"] = timings.get("worker_start", 0.0) + time.perf_counter() - w
+            timings["worker_setup_slowest"] = slowest
+            n_workers = len(threads)
+            size = max(1, min(SHARD_VIDEOS, math.ceil(len(videos) / (4 * n_workers))))
+            shards = _shards(store_path, list(videos), stages, size)
+            futures = [client.submit(_shard_task, store_path, sh, blob, device, missing_reason,
+                                     min(threads.values()), key=f"l2l-shard-{i}",
+                                     retries=retries, pure=False,
+                                     resources=resources or None)
+                       for i, sh in enumerate(shards)]
+            by_key = {f.key: sh for f, sh in zip(futures, shards)}
+            with _bar(len(videos), progress) as bar:
+                for fut, result in as_completed(futures, with_results=True, raise_errors=False):
+                    shard = by_key.pop(fut.key)
+                    fut.release()
+                    outs = result if isinstance(result, list) else \
+                        _crash_outcomes(store_path, shard, result)
+                    for o in outs:
+                        bar.update()
+                        bar.set_postfix_str(f"{o.status} {o.id}"[:40])
+                        yield o
+        finally:
+            client.close()
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _run_per_video(client, store_path, videos, stages, *, device, progress, missing_reason,
-                   retries, threads) -> Iterator[Outcome]:
-    from distributed import as_completed
-
-    futures = [client.submit(_video_task, store_path, v, stages, device, missing_reason, threads,
-                             key=f"l2l-{i}-{v.id}", retries=retries, pure=False)
-               for i, v in enumerate(videos)]
-    by_key = {f.key: v for f, v in zip(futures, videos)}
-    with _bar(len(videos), progress) as bar:
-        for fut, result in as_completed(futures, with_results=True, raise_errors=False):
-            o = result if isinstance(result, Outcome) else _crash_outcome(store_path, by_key[fut.key], result)
-            fut.release()
-            bar.update()
-            bar.set_postfix_str(f"{o.status} {o.id}"[:40])
-            yield o
-
-
-def _run_split(client, store_path, videos, stages, *, device, progress, missing_reason, retries,
-               gpu_batch, resources, threads) -> Iterator[Outcome]:
-    """Decode tasks on any worker; model tasks of ``gpu_batch`` decoded videos on GPU workers."""
-    from distributed import as_completed
-
-    cpu_stages = [s for s in stages if not s.uses_gpu]
-    decode = [client.submit(_video_task, store_path, v, cpu_stages, "cpu", missing_reason,
-                            threads, key=f"l2l-decode-{i}-{v.id}", retries=retries, pure=False)
-              for i, v in enumerate(videos)]
-    by_key = {f.key: v for f, v in zip(decode, videos)}
-    store = open_store(store_path)
-    ready: list[VideoRecord] = []
-    pending_decodes = len(decode)
-    seq = 0
-    ac = as_completed(decode, with_results=True, raise_errors=False)
-
-    def submit_batch(batch):
-        nonlocal seq
-        store.commit()                     # the model tasks read their inputs from the store
-        fut = client.submit(_model_task, store_path, batch, stages, device, missing_reason,
-                            threads, key=f"l2l-model-{seq}", retries=retries, pure=False,
-                            resources=resources)
-        by_key[fut.key] = batch
-        seq += 1
-        ac.add(fut)
-
-    with _bar(len(videos), progress) as bar:
-        for fut, result in ac:
-            batch = by_key.pop(fut.key)
-            fut.release()
-            if isinstance(batch, list):                                   # a model task
-                outs = result if isinstance(result, list) else \
-                    [_crash_outcome(store_path, v, result) for v in batch]
-                for o in outs:
-                    bar.update()
-                    yield o
-                continue
-            pending_decodes -= 1
-            o = result if isinstance(result, Outcome) else _crash_outcome(store_path, batch, result)
-            if o.status == "failed":
-                bar.update()
-                yield o
-            else:
-                ready.append(batch)
-            if ready and (len(ready) >= gpu_batch or pending_decodes == 0):
-                submit_batch(ready)
-                ready = []
+        if own is not None:
+            own.close()
+        timings["dask_total"] = timings.get("dask_total", 0.0) + time.perf_counter() - t

@@ -4,9 +4,12 @@ A store holds, per video, a handful of per-moment arrays (``frames`` (N,112,112,
 ``logmel`` (N,101,40) float16, ``image``/``audio``/``imageaudio`` (N,512) float16, ...), the
 video's metadata (``VideoMeta``) and, for every array, its provenance (``ArrayRecord``).
 
-Writing is two-phase: ``put`` stages one video's arrays atomically (any process may call it,
-concurrently with others); ``commit`` (one process at a time, under a lock) folds what is staged
-into the packed layout that readers see.  A video is either fully visible or not at all.
+Writing is two-phase: ``put_many`` stages a shard of videos' arrays atomically (any process may
+call it, concurrently with others; ``put`` is one video); ``commit`` (one process at a time, under
+a lock) makes what is staged visible to readers.  A video is either fully visible or not at all.
+
+Backends register themselves in ``BACKENDS`` (``@register_backend`` on the class); a store's
+backend is read from what it records on disk, never from its path.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import abc
 import dataclasses
 import platform
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from ..core.errors import L2LError
@@ -24,6 +27,40 @@ SCHEMA_VERSION = 1
 
 class StoreError(L2LError, RuntimeError):
     """A store that cannot be opened, read or written as asked; the message says why."""
+
+
+BACKENDS: dict[str, type["Store"]] = {}
+
+
+def register_backend(cls: type["Store"]) -> type["Store"]:
+    """Class decorator: make a backend available by its ``backend`` name."""
+    if cls.backend in BACKENDS:
+        raise ValueError(f"store backend {cls.backend!r} registered twice")
+    BACKENDS[cls.backend] = cls
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One problem ``verify`` found.  ``video`` is "" for a store-level problem; ``array`` is ""
+    for a problem of the whole video.  ``kind``: "incomplete", "missing-segment", "rows",
+    "unreadable", "checksum", "mixed-configs" or "staged"."""
+    video: str
+    array: str
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        where = "(store)" if not self.video else self.video + (f"/{self.array}" if self.array else "")
+        return f"{where}: {self.detail}"
+
+
+class Put(NamedTuple):
+    """One video to stage (see ``Store.put``)."""
+    meta: "VideoMeta"
+    arrays: dict
+    records: dict
+    replace: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,12 +190,16 @@ class Store(abc.ABC):
     def failures(self) -> list[Failure]: ...
 
     # ---- writing -------------------------------------------------------------------------
-    @abc.abstractmethod
     def put(self, meta: VideoMeta, arrays: dict[str, np.ndarray],
             records: dict[str, ArrayRecord], *, replace: bool = False) -> None:
         """Stage one video's arrays atomically.  ``replace``: the video's previous arrays are
         all dropped at commit (a new decode); otherwise the given arrays are added to or replace
         those of the same name."""
+        self.put_many([Put(meta, arrays, records, replace)])
+
+    @abc.abstractmethod
+    def put_many(self, items: Sequence[Put]) -> None:
+        """Stage many videos (a shard) at once, atomically: one write of their arrays."""
 
     @abc.abstractmethod
     def commit(self) -> dict:
@@ -172,6 +213,7 @@ class Store(abc.ABC):
         """Set one store-level attribute (JSON-serialisable)."""
 
     @abc.abstractmethod
-    def verify(self) -> list[str]:
+    def verify(self, expected_fields: Sequence[str] | None = None, *,
+               progress: bool = False) -> list[Problem]:
         """Problems found (empty when the store is sound): incomplete or inconsistent videos,
-        checksum mismatches, naming the video."""
+        checksum mismatches, naming the video and array."""

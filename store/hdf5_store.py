@@ -5,12 +5,15 @@ Layout: ``/segments/<gen>/<field>`` datasets (rows of many videos, chunked, gzip
 plus root attributes ``l2l_schema_version`` and ``l2l_backend``.
 
 HDF5 cannot take concurrent writers and is not crash-safe while open for writing, so: parcels are
-staged as separate small ``.h5`` files in ``<file>.staging/``, and ``commit`` writes a new copy of
-the whole file next to the old one and renames it over it.  A commit therefore costs O(store) for
-this backend; Zarr is the better working store for long extractions, HDF5 for exchange.
+staged as separate ``.h5`` files in ``<file>.staging/``, and ``commit`` writes a new copy of the
+whole file next to the old one (the parcels' rows copied in), fsyncs it and renames it over it.
+A commit therefore costs O(store) for this backend and the committing process copies every array;
+Zarr is the better working store for long extractions, HDF5 for exchange.  The staging folder and
+the lock file are removed when they are empty (after a clean commit: ``<file>`` stands alone).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SCHEMA_VERSION, StoreError
+from .base import SCHEMA_VERSION, StoreError, register_backend
 from .index import empty_index
 from .packed import CHUNK_BYTES, PackedStore
 
@@ -30,6 +33,12 @@ def _index_bytes(index: dict) -> np.ndarray:
     return np.frombuffer(json.dumps(index, separators=(",", ":")).encode(), np.uint8)
 
 
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+@register_backend
 class HDF5Store(PackedStore):
     backend = "hdf5"
 
@@ -51,6 +60,21 @@ class HDF5Store(PackedStore):
         f.attrs["l2l_backend"] = "hdf5"
         f.create_group("segments")
         f.create_dataset("l2l_index", data=_index_bytes(index))
+
+    @staticmethod
+    def recorded_backend(path: Path) -> str | None:
+        """The backend an HDF5 file records (root attribute ``l2l_backend``), or None when
+        ``path`` is not an HDF5 file."""
+        import h5py
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                    return None
+            with h5py.File(path, "r") as f:
+                return str(f.attrs.get("l2l_backend", "")) or None
+        except OSError:
+            return None
 
     @classmethod
     def open(cls, path: Path) -> "HDF5Store":
@@ -103,49 +127,67 @@ class HDF5Store(PackedStore):
         tmp = self.staging / f".tmp-{name}.h5"
         with h5py.File(tmp, "w") as f:
             f.create_dataset("attrs", data=_index_bytes(attrs))
-            for field, a in arrays.items():
-                f.create_dataset(field, data=a)
+            for arr, (shape, dtype, blocks) in arrays.items():
+                d = f.create_dataset(arr, shape=shape, dtype=dtype)
+                pos = 0
+                for blk in blocks:
+                    d[pos:pos + len(blk)] = blk
+                    pos += len(blk)
         os.replace(tmp, self.staging / f"{name}.h5")
 
+    def _staging_dir(self) -> Path:
+        return self.path.with_name(self.path.name + ".staging")
+
     def _list_parcels(self) -> list[str]:
-        return [p.stem for p in self.staging.glob("*.h5") if not p.name.startswith(".")]
+        d = self._staging_dir()
+        if not d.is_dir():
+            return []
+        return [p.stem for p in d.glob("*.h5") if not p.name.startswith(".")]
 
     def _parcel_attrs(self, name) -> dict:
         import h5py
         with h5py.File(self.staging / f"{name}.h5", "r") as f:
             return json.loads(f["attrs"][()].tobytes())
 
-    def _parcel_array(self, name, field) -> np.ndarray:
+    def _parcel_rows(self, name, arr, start, stop) -> np.ndarray:
         import h5py
         with h5py.File(self.staging / f"{name}.h5", "r") as f:
-            return f[field][()]
+            return f[arr][start:stop]
 
     def _temporaries(self) -> list[Path]:
-        return list(self.staging.glob(".tmp-*")) + list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+        d = self._staging_dir()
+        return (list(d.glob(".tmp-*")) if d.is_dir() else []) + \
+            list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
 
     def _delete_parcel(self, name) -> None:
-        (self.staging / f"{name}.h5").unlink(missing_ok=True)
+        (self._staging_dir() / f"{name}.h5").unlink(missing_ok=True)
+
+    def tidy(self) -> None:
+        """Remove the staging folder and the lock file when nothing is left in them."""
+        d = self._staging_dir()
+        with contextlib.suppress(OSError):
+            d.rmdir()                                # only if empty
+        if not d.exists():
+            self._lock_path().unlink(missing_ok=True)
 
     # ---- segments (copy-on-write of the whole file) --------------------------------------
-    def _write_segment(self, seg, arrays, index_fn) -> None:
+    def _install(self, segs, index) -> None:
         import h5py
         self._close()
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         shutil.copyfile(self.path, tmp)
         try:
             with h5py.File(tmp, "r+") as f:
-                g = f["segments"].create_group(seg)
-                for arr, (shape, dtype, blocks) in arrays.items():
-                    row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
-                    rows = max(1, min(max(shape[0], 1), CHUNK_BYTES // max(row, 1)))
-                    d = g.create_dataset(arr, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
-                                         compression="gzip", compression_opts=1)
-                    pos = 0
-                    for b in blocks:
-                        d[pos:pos + len(b)] = b
-                        pos += len(b)
+                for name, seg in segs.items():
+                    g = f["segments"].create_group(seg)
+                    with h5py.File(self.staging / f"{name}.h5", "r") as src:
+                        for arr in src:
+                            if arr == "attrs":
+                                continue
+                            _copy_rows(src[arr], g, arr)
                 del f["l2l_index"]
-                f.create_dataset("l2l_index", data=_index_bytes(index_fn()))
+                f.create_dataset("l2l_index", data=_index_bytes(index))
+            _fsync(tmp)
             os.replace(tmp, self.path)
         finally:
             if tmp.exists():
@@ -160,6 +202,7 @@ class HDF5Store(PackedStore):
             with h5py.File(tmp, "r+") as f:
                 del f["l2l_index"]
                 f.create_dataset("l2l_index", data=_index_bytes(index))
+            _fsync(tmp)
             os.replace(tmp, self.path)
         finally:
             if tmp.exists():
@@ -187,7 +230,21 @@ class HDF5Store(PackedStore):
                 for s in src["segments"]:
                     if s != seg:
                         src.copy(src["segments"][s], g, s)
+            _fsync(tmp)
             os.replace(tmp, self.path)
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _copy_rows(src, g, arr: str, block_bytes: int = 64 << 20) -> None:
+    """Copy dataset ``src`` into group ``g`` as a chunked (~4 MiB), gzip-compressed dataset,
+    in row blocks of about ``block_bytes`` (memory stays bounded)."""
+    shape, dtype = src.shape, src.dtype
+    row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows = max(1, min(max(shape[0], 1), CHUNK_BYTES // max(row, 1)))
+    d = g.create_dataset(arr, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
+                         compression="gzip", compression_opts=1)
+    step = max(rows, (block_bytes // max(row, 1)) // rows * rows)
+    for lo in range(0, shape[0], step):
+        d[lo:lo + step] = src[lo:lo + step]

@@ -4,6 +4,10 @@ commit folds staged parcels into it.  Pure functions on dicts; no I/O (``packed.
 Shape: ``{"schema_version", "backend", "generation", "info": {...}, "consumed": [parcel names],
 "videos": {id: {"meta": {...}, "fields": {name: {seg, arr, start, stop, key, upstream, rec,
 shape, dtype, crc}}}}, "records": {rid: {stage, config, versions}}, "failures": {id: {...}}}``.
+
+A put parcel's attributes: ``{"kind": "put", "seq", "digest", "videos": [{"meta", "replace",
+"records": {field: {stage, config, key, upstream, versions, shape, dtype, checksum, arr, start,
+stop}}}]}``; a failure parcel's: ``{"kind": "failure", "seq", "failure": {...}}``.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from .base import SCHEMA_VERSION
+from .base import SCHEMA_VERSION, StoreError
 from ..core.hashing import stable_hash
 
 
@@ -26,33 +30,75 @@ def empty_index(backend: str) -> dict:
             "videos": {}, "records": {}, "failures": {}, "info": {}, "consumed": []}
 
 
-def apply_commit(idx: dict, parcels, placed: dict, seg: str, bad: set[str]) -> None:
-    """Fold ``parcels`` ([(name, attrs)], in commit order) into ``idx``: failures are recorded,
-    puts point their fields at rows ``placed[(name, field)] = (arr, start, stop)`` of segment
-    ``seg``, and a parcel in ``bad`` (failed its checksum) becomes a failure instead."""
+def pack(items) -> tuple[list[dict], dict[str, dict]]:
+    """A parcel's contents from ``Put`` items: the per-video records (rows, checksums) and, per
+    (field, dtype, row shape), one array: ``{"sig", "rows", "blocks"}`` (the videos' rows in order)."""
+    plan: dict[str, dict] = {}              # arr name -> {"sig", "rows", "blocks"}
+    videos = []
+    for meta, arrays, records, replace in items:
+        if set(arrays) != set(records):
+            raise StoreError(f"{meta.id}: arrays {sorted(arrays)} and records {sorted(records)} differ")
+        recs = {}
+        for name, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            if a.shape[:1] != (meta.num_moments,):
+                raise StoreError(f"{meta.id}: array {name!r} has shape {a.shape}; "
+                                 f"expected {meta.num_moments} rows (one per moment)")
+            sig = (name, str(a.dtype), tuple(a.shape[1:]))
+            arr = next((k for k, v in plan.items() if v["sig"] == sig), None)
+            if arr is None:
+                arr = name if name not in plan else f"{name}.{len(plan)}"
+                plan[arr] = {"sig": sig, "rows": 0, "blocks": []}
+            p = plan[arr]
+            rec = records[name].to_dict()
+            rec.update(shape=list(a.shape), dtype=str(a.dtype), checksum=checksum(a),
+                       arr=arr, start=p["rows"], stop=p["rows"] + len(a))
+            p["blocks"].append(a)
+            p["rows"] += len(a)
+            recs[name] = rec
+        videos.append({"meta": meta.to_dict(), "records": recs, "replace": bool(replace)})
+    return videos, plan
+
+
+def parcel_digest(videos: list[dict]) -> str:
+    """A name for a parcel's contents (its videos, their keys and checksums): the segment a
+    parcel becomes is named by it, so the same work gives the same segment files."""
+    return stable_hash([[v["meta"]["id"], v["replace"],
+                         sorted((f, r["key"], r["checksum"], r["arr"], r["start"], r["stop"])
+                                for f, r in v["records"].items())] for v in videos])
+
+
+def apply_commit(idx: dict, parcels, segs: dict[str, str], skip: set, bad: set) -> None:
+    """Fold ``parcels`` ([(name, attrs)], in commit order) into ``idx``: failures are recorded;
+    each video of a put parcel points its fields at rows ``rec["arr"], rec["start"]:rec["stop"]``
+    of segment ``segs[name]``.  A (parcel, video id) in ``skip`` (superseded by a later put) is
+    left out; one in ``bad`` (failed its checksum) becomes a failure instead."""
     for pname, a in parcels:
         if a.get("kind") == "failure":
             f = a["failure"]
             idx["failures"][f["id"]] = f
             continue
-        meta = a["meta"]
-        vid = meta["id"]
-        if pname in bad:
-            idx["failures"][vid] = {"id": vid, "stage": "store", "source": meta.get("source", ""),
-                                    "reason": "staged arrays failed their checksum; re-extract",
-                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            continue
-        entry = idx["videos"].get(vid)
-        if entry is None or a["replace"]:
-            entry = idx["videos"][vid] = {"meta": meta, "fields": {}}
-        entry["meta"] = meta
-        for field, rec in a["records"].items():
-            shared = {"stage": rec["stage"], "config": rec["config"], "versions": rec["versions"]}
-            rid = stable_hash(shared)
-            idx["records"].setdefault(rid, shared)
-            arr, start, stop = placed[(pname, field)]
-            entry["fields"][field] = {"seg": seg, "arr": arr, "start": start, "stop": stop,
-                                      "key": rec["key"], "upstream": rec["upstream"],
-                                      "rec": rid, "shape": rec["shape"], "dtype": rec["dtype"],
-                                      "crc": rec["checksum"]}
-        idx["failures"].pop(vid, None)
+        for v in a["videos"]:
+            meta = v["meta"]
+            vid = meta["id"]
+            if (pname, vid) in skip:
+                continue
+            if (pname, vid) in bad:
+                idx["failures"][vid] = {"id": vid, "stage": "store", "source": meta.get("source", ""),
+                                        "reason": "staged arrays failed their checksum; re-extract",
+                                        "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                continue
+            entry = idx["videos"].get(vid)
+            if entry is None or v["replace"]:
+                entry = idx["videos"][vid] = {"meta": meta, "fields": {}}
+            entry["meta"] = meta
+            for field, rec in v["records"].items():
+                shared = {"stage": rec["stage"], "config": rec["config"], "versions": rec["versions"]}
+                rid = stable_hash(shared)
+                idx["records"].setdefault(rid, shared)
+                entry["fields"][field] = {"seg": segs[pname], "arr": rec["arr"],
+                                          "start": rec["start"], "stop": rec["stop"],
+                                          "key": rec["key"], "upstream": rec["upstream"],
+                                          "rec": rid, "shape": rec["shape"], "dtype": rec["dtype"],
+                                          "crc": rec["checksum"]}
+            idx["failures"].pop(vid, None)

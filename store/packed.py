@@ -1,14 +1,20 @@
-"""The packed layout shared by both backends: staged parcels, immutable segments, one index.
+"""The packed layout shared by both backends: staged parcels that become immutable segments, and
+one index.
 
-- ``put`` writes a *parcel* (one video's new arrays and their provenance) under a fresh name and
-  makes it visible by an atomic rename.  Any number of processes may ``put`` at once: they never
-  touch the same file.
-- ``commit`` (one process at a time, under a file lock) appends every complete parcel to a new,
-  immutable *segment* (one array per field, the videos' rows concatenated), then replaces the
-  *index* (a JSON document: video -> meta and, per field, segment, rows, key, checksum) in one
-  atomic step, and only then deletes the parcels it consumed.  A crash at any point leaves
-  either the old index (parcels still there, redone next time) or the new one; a video is never
-  half visible and never doubled.
+- ``put_many`` writes a *parcel*: a shard of videos' new arrays, each field's rows of all the
+  shard's videos concatenated (one array per field, ~4 MiB chunks, compressed where it pays),
+  plus a small record (per video its meta and, per field, rows, key, checksum, provenance).  It is
+  written under a temporary name and appears by one atomic rename.  Any number of processes may
+  ``put_many`` at once (dask workers on many machines): they never touch the same file, and each
+  array is written once, by the process that made it.
+- ``commit`` (one process at a time, under a file lock) checks every staged array against its
+  checksum, makes each parcel an immutable *segment* (Zarr: renames its folder into
+  ``segments/``; HDF5, which takes no concurrent writers, copies it into a new copy of the file),
+  then replaces the *index* (a JSON document: video -> meta and, per field, segment, rows, key,
+  checksum) in one atomic, fsynced step, and only then deletes the parcel records it consumed.
+  A crash at any point leaves either the old index (the parcels, or the segments they became
+  with their records still inside, are folded by the next commit) or the new one; a video is
+  never half visible and never doubled.
 - Reading uses the index only: ``read_many`` reads each segment's rows in one go.
 
 Backends (``zarr_store.py``, ``hdf5_store.py``) supply the I/O primitives below.
@@ -28,8 +34,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .base import SCHEMA_VERSION, ArrayRecord, Batch, Failure, Store, StoreError, VideoMeta
-from .index import apply_commit, checksum
+from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Problem, Put, Store, StoreError,
+                   VideoMeta)
+from .index import apply_commit, checksum, pack, parcel_digest
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
 TMP_MAX_AGE = 3600.0         # seconds after which a temporary left by a killed writer is removed
@@ -48,30 +55,38 @@ class PackedStore(Store):
     def _load_index(self) -> dict: ...
 
     @abc.abstractmethod
-    def _write_parcel(self, name: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Write a parcel so that it appears under ``name`` atomically (or not at all)."""
+    def _write_parcel(self, name: str, attrs: dict,
+                      arrays: dict[str, tuple[tuple, str, list[np.ndarray]]]) -> None:
+        """Write a parcel (arr name -> (shape, dtype, row blocks in order)) so that it appears
+        under ``name`` atomically (or not at all)."""
 
     @abc.abstractmethod
-    def _list_parcels(self) -> list[str]: ...
+    def _list_parcels(self) -> list[str]:
+        """Names of the complete parcels not yet folded into the index."""
 
     @abc.abstractmethod
     def _parcel_attrs(self, name: str) -> dict: ...
 
     @abc.abstractmethod
-    def _parcel_array(self, name: str, field: str) -> np.ndarray: ...
+    def _parcel_rows(self, name: str, arr: str, start: int, stop: int) -> np.ndarray: ...
 
     @abc.abstractmethod
-    def _delete_parcel(self, name: str) -> None: ...
+    def _delete_parcel(self, name: str) -> None:
+        """Remove what is left of a parcel once the index no longer needs it (for a parcel that
+        became a segment: only its record)."""
 
     @abc.abstractmethod
     def _temporaries(self) -> list[Path]:
         """Half-written files or folders (parcels being staged, HDF5 copies being written)."""
 
+    def _segment_of(self, parcel: str) -> str | None:
+        """The segment a parcel already is (one whose commit was cut short), else None."""
+        return None
+
     @abc.abstractmethod
-    def _write_segment(self, seg: str, arrays: dict[str, tuple[tuple, str, Iterator[np.ndarray]]],
-                       index_fn: Callable[[], dict]) -> None:
-        """Write segment ``seg`` (arr name -> (shape, dtype, row blocks in order)), then save
-        ``index_fn()`` as the new index: the index is replaced only once the segment is complete."""
+    def _install(self, segs: dict[str, str], index: dict) -> None:
+        """Make parcel ``name`` segment ``segs[name]`` for each, then save ``index``: the index
+        is replaced only once every segment is in place."""
 
     @abc.abstractmethod
     def _save_index(self, index: dict) -> None: ...
@@ -108,7 +123,6 @@ class PackedStore(Store):
 
     def _forget_handles(self) -> None:
         """Drop open segment handles (the store on disk may have been replaced); optional."""
-
     def _saved(self, index: dict) -> None:
         """Remember ``index`` as the one just saved (no re-parse of our own write)."""
         self._index, self._stamp = index, self._index_stamp()
@@ -216,23 +230,26 @@ class PackedStore(Store):
         return [Failure(**f) for f in sorted(self.index["failures"].values(), key=lambda f: f["id"])]
 
     # ---- writing -------------------------------------------------------------------------
-    def put(self, meta: VideoMeta, arrays: dict[str, np.ndarray],
-            records: dict[str, ArrayRecord], *, replace: bool = False) -> None:
-        if set(arrays) != set(records):
-            raise StoreError(f"{meta.id}: arrays {sorted(arrays)} and records {sorted(records)} differ")
-        recs = {}
-        for name, a in arrays.items():
-            a = np.ascontiguousarray(a)
-            if a.shape[:1] != (meta.num_moments,):
-                raise StoreError(f"{meta.id}: array {name!r} has shape {a.shape}; "
-                                 f"expected {meta.num_moments} rows (one per moment)")
-            arrays[name] = a
-            rec = records[name].to_dict()
-            rec.update(shape=list(a.shape), dtype=str(a.dtype), checksum=checksum(a))
-            recs[name] = rec
-        attrs = {"kind": "put", "seq": time.time_ns(), "meta": meta.to_dict(), "records": recs,
-                 "replace": bool(replace)}
-        self._write_parcel(self._parcel_name(), attrs, arrays)
+    def put_many(self, items: Sequence[Put]) -> None:
+        """See ``Store.put_many``: one parcel; per (field, dtype, row shape) one array holding
+        the rows of every video of the shard, in order."""
+        if not items:
+            return
+        videos, plan = pack(items)
+        attrs = {"kind": "put", "seq": time.time_ns(), "digest": parcel_digest(videos),
+                 "videos": videos}
+        self._write_parcel(self._parcel_name(), attrs,
+                           {arr: ((p["rows"], *p["sig"][2]), p["sig"][1], p["blocks"])
+                            for arr, p in plan.items()})
+
+    def staged(self) -> list[tuple[str, str]]:
+        """(parcel, video id) of every video staged and not yet committed."""
+        out = []
+        for name in self._list_parcels():
+            with contextlib.suppress(Exception):
+                a = self._parcel_attrs(name)
+                out += [(name, v["meta"]["id"]) for v in a.get("videos", [])]
+        return out
 
     def record_failure(self, failure: Failure) -> None:
         f = {**failure.__dict__, "time": failure.time or time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -255,6 +272,17 @@ class PackedStore(Store):
         with self.lock():
             return self._commit_locked()
 
+    def _check(self, pname: str, v: dict) -> bool:
+        """Whether every array of video ``v`` of parcel ``pname`` reads back with its checksum."""
+        for rec in v["records"].values():
+            try:
+                a = self._parcel_rows(pname, rec["arr"], rec["start"], rec["stop"])
+            except Exception:          # unreadable (a chunk that no longer decompresses)
+                return False
+            if checksum(a) != rec["checksum"]:
+                return False
+        return True
+
     def _commit_locked(self) -> dict:
         idx = self.index
         consumed_before = set(idx.get("consumed", []))
@@ -265,74 +293,55 @@ class PackedStore(Store):
                 continue
             try:
                 parcels.append((name, self._parcel_attrs(name)))
-            except Exception:                     # unreadable parcel: a torn write; drop it
+            except Exception:                     # unreadable record: a torn write; drop it
                 stale.append(name)
         parcels.sort(key=lambda p: (p[1].get("seq", 0), p[0]))
-        # A video staged twice (a task retried after its worker died past ``put``): a later
-        # replacing put makes the earlier ones moot, so their rows are not written at all.
-        last_replace = {a["meta"]["id"]: k for k, (_, a) in enumerate(parcels)
-                        if a.get("kind") == "put" and a.get("replace")}
-        superseded = {n for k, (n, a) in enumerate(parcels) if a.get("kind") == "put"
-                      and k < last_replace.get(a["meta"]["id"], -1)}
-        puts = [(n, a) for n, a in parcels if a.get("kind") == "put" and n not in superseded]
+        # A video staged twice (a task retried after its worker died past ``put_many``): a
+        # later replacing put makes the earlier ones moot.
+        last_replace = {}
+        for k, (_, a) in enumerate(parcels):
+            for v in a.get("videos", []):
+                if v["replace"]:
+                    last_replace[v["meta"]["id"]] = k
+        skip, bad, live = set(), set(), {}
+        for k, (pname, a) in enumerate(parcels):
+            for v in a.get("videos", []):
+                vid = v["meta"]["id"]
+                if k < last_replace.get(vid, -1):
+                    skip.add((pname, vid))
+                elif not self._check(pname, v):
+                    bad.add((pname, vid))
+                else:
+                    live[pname] = live.get(pname, 0) + 1
         gen = idx["generation"] + 1
-        seg = f"{gen:06d}"
-        # Plan rows: every (field, dtype, trailing shape) gets its own array in the segment.
-        plan: dict[str, dict] = {}               # arr name -> {"shape", "dtype", "rows", "parts"}
-        placed: dict[tuple[str, str], tuple[str, int, int]] = {}
-        for pname, a in puts:
-            for field, rec in a["records"].items():
-                sig = (field, rec["dtype"], tuple(rec["shape"][1:]))
-                arr = next((k for k, v in plan.items() if v["sig"] == sig), None)
-                if arr is None:
-                    arr = field if field not in plan else f"{field}.{len(plan)}"
-                    plan[arr] = {"sig": sig, "rows": 0, "parts": []}
-                p = plan[arr]
-                n = rec["shape"][0]
-                placed[(pname, field)] = (arr, p["rows"], p["rows"] + n)
-                p["parts"].append((pname, field, rec["checksum"]))
-                p["rows"] += n
-        bad: set[str] = set()
-
-        def blocks(parts):
-            for pname, field, crc in parts:
-                try:
-                    a = self._parcel_array(pname, field)
-                except Exception:     # unreadable (e.g. a chunk that no longer decompresses):
-                    arr, start, stop = placed[(pname, field)]      # reject it like a bad checksum,
-                    _, dtype, trail = plan[arr]["sig"]             # keeping the rows in place
-                    a, crc = np.zeros((stop - start, *trail), dtype), None
-                if checksum(a) != crc:
-                    bad.add(pname)
-                yield a
-
+        taken = set(self._segments())
+        segs = {}
+        for pname, a in parcels:
+            if live.get(pname):
+                seg = self._segment_of(pname)      # a parcel already in place keeps its name
+                if seg is None:
+                    seg = f"{gen:06d}-{a['digest'][:12]}"
+                    while seg in taken:
+                        seg += "x"
+                segs[pname] = seg
+                taken.add(seg)
         new = json.loads(json.dumps(idx))
         new["generation"] = gen
         new["consumed"] = [n for n, _ in parcels]
-        seg_arrays = {arr: ((p["rows"], *p["sig"][2]), p["sig"][1], blocks(p["parts"]))
-                      for arr, p in plan.items()}
-        # The index is written by the backend right after the segment, so apply updates lazily:
-        # a generator cannot tell us about bad parcels before it ran, hence the callback.
-        def finish_index() -> dict:
-            apply_commit(new, [p for p in parcels if p[0] not in superseded], placed, seg, bad)
-            return new
-        if seg_arrays:
-            self._write_segment(seg, seg_arrays, finish_index)
-        else:
-            self._save_index(finish_index())
+        apply_commit(new, parcels, segs, skip, bad)
+        self._install(segs, new)
         self._saved(new)
         for name in stale + [n for n, _ in parcels]:
             self._delete_parcel(name)
         removed = self._gc()
         self._clean_temporaries()
         n_fail = sum(1 for _, a in parcels if a.get("kind") == "failure")
-        return {"videos": len(puts) - len(bad), "failures": n_fail, "rejected": len(bad),
-                "superseded": len(superseded),
-                "segment": seg if seg_arrays else None, "segments_removed": removed}
+        return {"videos": sum(live.values()), "failures": n_fail, "rejected": len(bad),
+                "superseded": len(skip), "segments": sorted(segs.values()),
+                "segments_removed": removed}
 
     def _clean_temporaries(self, max_age: float = TMP_MAX_AGE) -> int:
-        """Delete temporaries older than ``max_age`` seconds: left by a killed writer (no writer
-        takes an hour to stage one video), never read."""
+        """Delete temporaries (never read) a killed writer left over ``max_age`` seconds ago."""
         n = 0
         for p in self._temporaries():
             try:
@@ -344,13 +353,16 @@ class PackedStore(Store):
         return n
 
     def _gc(self) -> int:
+        """Delete the segments no video uses; returns how many."""
         used = {f["seg"] for e in self.index["videos"].values() for f in e["fields"].values()}
-        removed = 0
-        for seg in self._segments():
-            if seg not in used:
-                self._delete_segment(seg)
-                removed += 1
-        return removed
+        unused = [seg for seg in self._segments() if seg not in used]
+        for seg in unused:
+            self._delete_segment(seg)
+        self._tidy_records(used)
+        return len(unused)
+
+    def _tidy_records(self, used: set[str]) -> None:
+        """Remove parcel records left inside segments the index uses (a cut-short commit)."""
 
     def remove(self, vids: Sequence[str]) -> None:
         """Drop videos from the index (their rows become garbage); used by repair."""
@@ -363,6 +375,7 @@ class PackedStore(Store):
             self._gc()
 
     # ---- checking ------------------------------------------------------------------------
-    def verify(self, expected_fields: Sequence[str] | None = None) -> list[str]:
+    def verify(self, expected_fields: Sequence[str] | None = None, *,
+               progress: bool = False) -> list[Problem]:
         from .verify import verify_packed
-        return verify_packed(self, expected_fields)
+        return verify_packed(self, expected_fields, progress=progress)

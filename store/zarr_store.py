@@ -5,18 +5,23 @@ Layout (see ``store/packed.py`` for the protocol)::
     STORE/zarr.json                  root group; attributes["l2l"] = {schema_version, backend}
     STORE/index/zarr.json            group whose attributes["l2l_index"] is the index (JSON):
                                      videos -> meta + per-field {seg, arr, start, stop, key, crc}
-    STORE/segments/<gen>/<field>     immutable arrays, one per commit, rows of many videos,
-                                     chunks of ~4 MiB along the moment axis, zstd where it
-                                     pays (a sample shrinks by 1.3x; else a crc32c per chunk)
-    STORE/staging/<parcel>/          one video's staged arrays (a zarr group), until commit
+    STORE/segments/<gen>-<digest>/<field>
+                                     immutable arrays, one per parcel (a shard of videos),
+                                     rows of many videos, chunks of ~4 MiB along the moment
+                                     axis, zstd where it pays (a sample shrinks by 1.3x; else a
+                                     crc32c per chunk)
+    STORE/staging/<parcel>/          a shard's staged arrays (a zarr group, written once by the
+                                     worker that made them) + ``l2l_parcel.json``, its record
 
+Commit renames ``staging/<parcel>`` to ``segments/<gen>-<digest>`` (no array is copied), replaces
+the index, then deletes the record inside the segment.  A segment that still holds its record and
+that the index does not use is a parcel whose commit was cut short: the next commit folds it.
 Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
 
-The index document is replaced with an atomic rename of ``index/zarr.json``.
+The index document is replaced with an atomic rename of ``index/zarr.json``, fsynced.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SCHEMA_VERSION, StoreError
+from .base import SCHEMA_VERSION, StoreError, register_backend
 from .index import empty_index
 from .packed import CHUNK_BYTES, PackedStore
 
@@ -43,6 +48,10 @@ def _group_doc(attrs: dict) -> dict:
     return {"zarr_format": 3, "node_type": "group", "attributes": attrs}
 
 
+RECORD = "l2l_parcel.json"
+
+
+@register_backend
 class ZarrStore(PackedStore):
     backend = "zarr"
 
@@ -64,6 +73,16 @@ class ZarrStore(PackedStore):
         _atomic_write_json(path / "index" / "zarr.json", _group_doc({"l2l_index": empty_index("zarr")}))
         return cls(path)
 
+    @staticmethod
+    def recorded_backend(path: Path) -> str | None:
+        """The backend a Zarr store records (root attributes ``l2l.backend``), or None when
+        ``path`` is not a Zarr group."""
+        try:
+            root = json.loads((Path(path) / "zarr.json").read_text())
+            return root.get("attributes", {}).get("l2l", {}).get("backend")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     @classmethod
     def open(cls, path: Path) -> "ZarrStore":
         path = Path(path)
@@ -78,6 +97,7 @@ class ZarrStore(PackedStore):
     def __init__(self, path: Path):
         super().__init__(path)
         self._arrays: dict[tuple[str, str], object] = {}
+        self._moved: dict[str, str] = {}         # parcel -> the segment it became
 
     # ---- index ---------------------------------------------------------------------------
     def _load_index(self) -> dict:
@@ -101,48 +121,65 @@ class ZarrStore(PackedStore):
         return self.path / "zarr.json"
 
     # ---- parcels -------------------------------------------------------------------------
-    def _write_parcel(self, name: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _parcel_dir(self, name: str) -> Path:
+        if name.startswith("@"):                 # a segment whose commit was cut short
+            return self.path / "segments" / name[1:]
+        return self.path / "staging" / name
+
+    def _write_parcel(self, name: str, attrs: dict, arrays) -> None:
         import zarr
         staging = self.path / "staging"
         tmp = staging / f".tmp-{name}"
-        g = zarr.open_group(str(tmp), mode="w", attributes={"l2l_parcel": attrs})
-        for field, a in arrays.items():
-            g.create_array(field, data=a, chunks=_chunks(a.shape, a.dtype))
+        g = zarr.open_group(str(tmp), mode="w")
+        for arr, (shape, dtype, blocks) in arrays.items():
+            _write_array(g, arr, shape, dtype, blocks)
+        (tmp / RECORD).write_text(json.dumps(attrs, separators=(",", ":")))
         os.replace(tmp, staging / name)          # atomic: the parcel appears whole or not at all
 
     def _list_parcels(self) -> list[str]:
         d = self.path / "staging"
-        return [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        out = [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        used = None
+        for p in (self.path / "segments").iterdir():
+            if (p / RECORD).exists():
+                if used is None:
+                    used = {f["seg"] for e in self.index["videos"].values() for f in e["fields"].values()}
+                if p.name not in used:
+                    out.append("@" + p.name)
+        return out
+
+    def _segment_of(self, parcel: str) -> str | None:
+        return parcel[1:] if parcel.startswith("@") else None
 
     def _parcel_attrs(self, name: str) -> dict:
-        doc = json.loads((self.path / "staging" / name / "zarr.json").read_text())
-        return doc["attributes"]["l2l_parcel"]
+        return json.loads((self._parcel_dir(name) / RECORD).read_text())
 
-    def _parcel_array(self, name: str, field: str) -> np.ndarray:
+    def _parcel_rows(self, name: str, arr: str, start: int, stop: int) -> np.ndarray:
         import zarr
-        return zarr.open_array(str(self.path / "staging" / name / field), mode="r")[...]
+        return zarr.open_array(str(self._parcel_dir(name) / arr), mode="r")[start:stop]
 
     def _temporaries(self) -> list[Path]:
         return [p for p in (self.path / "staging").glob(".tmp-*")] + \
             [p for p in (self.path / "index").glob(".zarr.json.*.tmp")]
 
     def _delete_parcel(self, name: str) -> None:
-        shutil.rmtree(self.path / "staging" / name, ignore_errors=True)
+        seg = self._moved.pop(name, None)
+        if seg is not None or name.startswith("@"):
+            (self.path / "segments" / (seg or name[1:]) / RECORD).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.path / "staging" / name, ignore_errors=True)
+
+    def _tidy_records(self, used: set[str]) -> None:
+        for seg in used:
+            (self.path / "segments" / seg / RECORD).unlink(missing_ok=True)
 
     # ---- segments ------------------------------------------------------------------------
-    def _write_segment(self, seg, arrays, index_fn) -> None:
-        import zarr
-        g = zarr.open_group(str(self.path / "segments" / seg), mode="w")
-        for arr, (shape, dtype, blocks) in arrays.items():
-            chunks = _chunks(shape, dtype)
-            blocks = iter(blocks)
-            first = next(blocks, None)
-            # Incompressible arrays: no zstd, but a crc32c per chunk, so that a damaged chunk
-            # still fails to read (as a damaged zstd frame does) instead of reading as numbers.
-            kw = {} if first is None or _compresses(first) else {"compressors": [_crc32c()]}
-            z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks, **kw)
-            _write_rows(z, itertools.chain([] if first is None else [first], blocks), chunks[0])
-        self._save_index(index_fn())
+    def _install(self, segs: dict[str, str], index: dict) -> None:
+        for name, seg in segs.items():
+            if not name.startswith("@"):
+                os.replace(self.path / "staging" / name, self.path / "segments" / seg)
+            self._moved[name] = seg
+        self._save_index(index)
 
     def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray:
         import zarr
@@ -182,6 +219,17 @@ def _chunks(shape, dtype) -> tuple[int, ...]:
     row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
     rows = max(1, min(max(shape[0], 1), CHUNK_BYTES // max(row, 1)))
     return (rows, *shape[1:])
+
+
+def _write_array(g, arr: str, shape, dtype, blocks) -> None:
+    """Create array ``arr`` in group ``g`` and write its row blocks in order, in whole chunks.
+    Incompressible arrays get no zstd, but a crc32c per chunk, so that a damaged chunk still
+    fails to read (as a damaged zstd frame does) instead of reading as numbers."""
+    chunks = _chunks(shape, dtype)
+    blocks = list(blocks)
+    kw = {} if not blocks or _compresses(blocks[0]) else {"compressors": [_crc32c()]}
+    z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks, **kw)
+    _write_rows(z, blocks, chunks[0])
 
 
 def _write_rows(z, blocks, chunk_rows: int) -> None:

@@ -1,6 +1,7 @@
 """Extraction on dask.distributed: 2 workers give the same store as 1; a worker killed mid-run
 loses nothing and doubles nothing; model stages run only on workers that declare a GPU; a video
-that fails to decode is recorded once, not retried.
+that fails to decode is recorded once, not retried; a stage the workers cannot load fails the
+run with one line, quickly, instead of hanging.
 
 Workers import this module as ``tests.test_distributed`` (the stage subclasses below travel to
 them by reference): the ``cluster`` fixture puts the repository root on their ``sys.path``."""
@@ -10,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import pytest
 
 from l2l.datasets.base import load_dataset
 from l2l.pipeline.extract import extract, plan_stages
-from l2l.pipeline.runner import local_cluster, run_dask
+from l2l.pipeline.runner import RunnerError, local_cluster, run_dask
 from l2l.stages.base import Stage
 from l2l.stages.decode import Decode
 from l2l.stages.spectrogram import Spectrogram
@@ -186,6 +188,7 @@ class FakeFeatures(Stage):
     Config = FakeFeaturesConfig
     inputs = ("frames", "logmel")
     outputs = ("image",)
+    uses_gpu = True              # a model stage, as far as the runner is concerned
 
     def __init__(self, log_dir: str):
         super().__init__()
@@ -223,3 +226,28 @@ def test_model_stage_runs_only_on_gpu_workers_fed_by_decode_tasks(dataset, refer
             + got["logmel"][:, 0, :8]
         assert np.array_equal(got["image"], want)
     assert st.verify(["frames", "logmel", "image"]) == []
+
+
+def _cannot_import():
+    raise ImportError("No module named 'l2l_missing_plugin'")
+
+
+class UnloadableSpectrogram(Spectrogram):
+    """Pickles in the parent; unpickling it on a worker fails as a module missing there would."""
+
+    def __reduce__(self):
+        return (_cannot_import, ())
+
+
+def test_a_stage_the_workers_cannot_load_fails_the_run_in_one_line(dataset, cluster, tmp_path):
+    root, ds = dataset
+    t = time.monotonic()
+    with pytest.raises(RunnerError) as e:
+        extract(ds, tmp_path / "s", stages=[Decode(), UnloadableSpectrogram()],
+                scheduler=cluster.scheduler_address, device="cpu", progress=False)
+    assert time.monotonic() - t < 60
+    msg = str(e.value)
+    assert "\n" not in msg and "cannot start" in msg, msg
+    assert "ImportError" in msg and "l2l_missing_plugin" in msg, msg
+    st = open_store(tmp_path / "s")
+    assert st.ids() == [] and st._list_parcels() == []          # nothing was extracted

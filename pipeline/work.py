@@ -1,0 +1,311 @@
+"""The unit of extraction work: one shard (a few videos) in whatever process runs it.
+
+``process_shard`` works out from the store's provenance which stages each video still needs
+(a stage whose outputs are stored with the same cache key is skipped), runs them, and stages the
+new arrays of the whole shard with one ``Store.put_many`` per ~``PARCEL_BYTES`` (each array is
+written once, by this process, into what becomes an immutable segment at commit).  Stages before
+the first ``batchable`` one run video by video (decode streams the file; its transient audio
+windows go to the spectrogram and are dropped); from the first batchable stage on, every stage
+runs over a *group* of videos at once: ``run_batch`` over all the videos that need it (one
+forward pass spans videos, at least ``BATCH_MOMENTS`` moments when there are that many), with
+inputs kept in memory from earlier stages or read from the store with ``read_many`` (contiguous
+blocks).  A video that fails is recorded as a one-line failure; the others go on.
+
+Not here: where the shards run (``runner.py``) or the data-set loop and commits (``extract.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+from ..datasets.base import VideoRecord
+from ..stages import Stage
+from ..stages.decode import DecodeError, source_fingerprint
+from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions, open_store
+
+BATCH_MOMENTS = 512          # moments a group gathers before its batchable stages run
+PARCEL_BYTES = 256 << 20     # staged bytes after which a parcel is written (bounds memory)
+ERRORS = (DecodeError, StoreError, OSError, ValueError, RuntimeError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    id: str
+    status: str              # "done", "skipped" or "failed"
+    stage: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+    moments: int = 0
+    timings: dict = dataclasses.field(default_factory=dict, compare=False)  # part -> seconds
+
+
+_SETUP: dict[tuple[int, str, str], Stage] = {}
+
+
+def stage_device(stage: Stage, device: str) -> str:
+    """Model stages run on the resolved device; every other stage on the CPU."""
+    return device if stage.uses_gpu else "cpu"
+
+
+def ensure_setup(stage: Stage, device: str) -> None:
+    """``stage.setup`` once per process and stage object (the runner keeps one object per
+    stage per process, so a model is loaded once per worker, not per video)."""
+    key = (id(stage), stage.config_hash, stage_device(stage, device))
+    if key not in _SETUP:
+        stage.setup(stage_device(stage, device))
+        _SETUP[key] = stage                  # (holding it keeps its id from being reused)
+
+
+_STORES: dict[str, Any] = {}
+
+
+def store_for(store_path: str):
+    """This process's store object for ``store_path``: its index is parsed again only after a
+    commit replaced it, not once per shard or video."""
+    st = _STORES.get(store_path)
+    if st is None:
+        st = _STORES[store_path] = open_store(store_path)
+    return st
+
+
+class _Job:
+    """One video's state while its shard is processed."""
+
+    def __init__(self, video: VideoRecord):
+        self.video, self.t0 = video, time.perf_counter()
+        self.keys: dict[str, str] = {}
+        self.fresh: set[str] = set()          # stages to run
+        self.todo: set[str] = set()           # stages whose outputs are stored anew
+        self.values: dict[str, Any] = {}
+        self.arrays: dict[str, Any] = {}
+        self.records: dict[str, ArrayRecord] = {}
+        self.decoded: dict | None = None
+        self.current = "decode"
+        self.n = 0                            # moments (from decode, or the stored meta)
+        self.timings: dict[str, float] = {}
+        self.outcome: Outcome | None = None
+
+    def moments(self) -> int:
+        return self.n
+
+
+def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], device: str = "cpu",
+                  missing_reason: str = "") -> Outcome:
+    """Extract one video into the store (staged; visible after the next commit)."""
+    return process_shard(store_path, [video], stages, device, missing_reason)[0]
+
+
+def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
+                  device: str = "cpu", missing_reason: str = "") -> list[Outcome]:
+    """Extract ``videos`` into the store; one ``Outcome`` per video, in order."""
+    store = store_for(store_path)
+    versions = library_versions()
+    first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
+    jobs = [_Job(v) for v in videos]
+    group: list[_Job] = []
+    staged: list[tuple[Put, _Job]] = []
+    for job in jobs:
+        try:
+            _plan(store, job, stages, missing_reason)
+            if job.outcome is not None:
+                continue
+            for stage in stages[:first_batch]:
+                if stage.name in job.fresh:
+                    _run_one(store, job, stage, device, versions)
+        except ERRORS as e:
+            _fail(store, job, e)
+            continue
+        group.append(job)
+        if sum(j.moments() for j in group) >= BATCH_MOMENTS or len(group) >= 64:
+            _run_group(store, group, stages[first_batch:], device, versions, staged)
+            group = []
+        if sum(a.nbytes for p, _ in staged for a in p.arrays.values()) >= PARCEL_BYTES:
+            _stage(store, staged)
+            staged = []
+    _run_group(store, group, stages[first_batch:], device, versions, staged)
+    _stage(store, staged)
+    return [j.outcome for j in jobs]
+
+
+def _plan(store, job: _Job, stages: Sequence[Stage], missing_reason: str) -> None:
+    video = job.video
+    if video.path is None:
+        raise DecodeError(video.id, missing_reason or "listed in the annotations but no media file found")
+    job.keys = keys = {"source": source_fingerprint(video.path)}
+    existing = {}
+    if video.id in store.index["videos"]:
+        existing = store.records(video.id)
+        job.n = store.meta(video.id).num_moments
+    producer = {}
+    for stage in stages:
+        key = stage.key({i: keys[i] for i in stage.inputs})
+        for o in stage.outputs:
+            keys[o], producer[o] = key, stage
+        kept = [o for o in stage.outputs if o not in stage.transient]
+        if not all(o in existing and existing[o].key == key for o in kept):
+            job.todo.add(stage.name)
+    if not job.todo:
+        job.outcome = Outcome(video.id, "skipped", seconds=time.perf_counter() - job.t0)
+        return
+    fresh = set(job.todo)
+    # A stage that must run and reads a transient (unstored) array needs its producer to run.
+    for stage in reversed(stages):
+        if stage.name in fresh:
+            for i in stage.inputs:
+                p = producer.get(i)
+                if p is not None and (i in p.transient or i not in existing) and p.name not in fresh:
+                    fresh.add(p.name)
+    job.fresh = fresh
+
+
+def _keep(job: _Job, stage: Stage, out: dict, versions: dict, seconds: float) -> None:
+    job.timings[stage.name] = job.timings.get(stage.name, 0.0) + seconds
+    if stage.name == "decode":
+        job.decoded = out
+        job.n = len(out["times"])
+    job.values.update({o: out[o] for o in stage.outputs})
+    if stage.name in job.todo:
+        up = {i: job.keys[i] for i in stage.inputs}
+        for o in stage.outputs:
+            if o not in stage.transient:
+                job.arrays[o] = out[o]
+                job.records[o] = ArrayRecord(stage=stage.name, config=stage.config_dict(),
+                                             key=job.keys[o], upstream=up, versions=versions)
+
+
+def _run_one(store, job: _Job, stage: Stage, device: str, versions: dict) -> None:
+    job.current = stage.name
+    ensure_setup(stage, device)
+    need = [i for i in stage.inputs if i != "source" and i not in job.values]
+    if need:
+        job.values.update(store.read(job.video.id, need))
+    t = time.perf_counter()
+    out = stage.run({i: job.values[i] for i in stage.inputs if i != "source"},
+                    source=job.video.path, device=stage_device(stage, device))
+    _keep(job, stage, out, versions, time.perf_counter() - t)
+
+
+def _read_inputs(store, members: list[_Job], stage: Stage) -> None:
+    """Stored inputs of ``members`` for ``stage``, read with ``read_many`` (one contiguous read
+    per segment run) for all videos that need the same arrays."""
+    by_need: dict[tuple, list[_Job]] = {}
+    for j in members:
+        need = tuple(i for i in stage.inputs if i != "source" and i not in j.values)
+        if need:
+            by_need.setdefault(need, []).append(j)
+    for need, js in by_need.items():
+        t = time.perf_counter()
+        batch = store.read_many(list(need), [j.video.id for j in js])
+        for k, j in enumerate(js):
+            j.values.update({n: batch.video(k, n) for n in need})
+        per = (time.perf_counter() - t) / len(js)
+        for j in js:
+            j.timings["read"] = j.timings.get("read", 0.0) + per
+
+
+def _run_group(store, group: list[_Job], stages: Sequence[Stage], device: str, versions: dict,
+               staged: list) -> None:
+    for stage in stages:
+        members = [j for j in group if j.outcome is None and stage.name in j.fresh]
+        if not members:
+            continue
+        for j in members:
+            j.current = stage.name
+        try:
+            ensure_setup(stage, device)
+            _read_inputs(store, members, stage)
+        except ERRORS as e:
+            for j in members:
+                _fail(store, j, e)
+            continue
+        if not stage.batchable:
+            for j in members:
+                try:
+                    _run_one(store, j, stage, device, versions)
+                except ERRORS as e:
+                    _fail(store, j, e)
+            continue
+        inputs = [{i: j.values[i] for i in stage.inputs if i != "source"} for j in members]
+        dev = stage_device(stage, device)
+        t = time.perf_counter()
+        try:
+            outs = stage.run_batch(inputs, device=dev)
+        except ERRORS:                      # find the video(s) at fault: one by one
+            outs = []
+            for j, x in zip(members, inputs):
+                try:
+                    outs.append(stage.run_batch([x], device=dev)[0])
+                except ERRORS as e:
+                    _fail(store, j, e)
+                    outs.append(None)
+        seconds = time.perf_counter() - t
+        total = max(1, sum(j.moments() for j in members))
+        for j, out in zip(members, outs):
+            if out is not None and j.outcome is None:
+                _keep(j, stage, out, versions, seconds * max(1, j.moments()) / total)
+    for j in group:
+        if j.outcome is None:
+            meta = _meta(j.video, j.decoded, store)
+            replace = j.decoded is not None and "decode" in j.todo
+            staged.append((Put(meta, j.arrays, j.records, replace), j))
+            j.values = {}                    # transients (audio windows, clips) go now
+
+
+def _stage(store, staged: list[tuple[Put, _Job]]) -> None:
+    """One ``put_many`` for the shard's finished videos; then their outcomes are "done"."""
+    if not staged:
+        return
+    t = time.perf_counter()
+    try:
+        store.put_many([p for p, _ in staged])
+    except ERRORS as e:
+        for _, j in staged:
+            j.current = "store"
+            _fail(store, j, e)
+        return
+    per = (time.perf_counter() - t) / len(staged)
+    for p, j in staged:
+        j.timings["write"] = j.timings.get("write", 0.0) + per
+        j.outcome = Outcome(j.video.id, "done", seconds=time.perf_counter() - j.t0,
+                            moments=p.meta.num_moments, timings=dict(j.timings))
+        j.arrays = {}
+
+
+def _fail(store, job: _Job, e: BaseException) -> None:
+    video = job.video
+    where = str(video.path or video.id)
+    if isinstance(e, DecodeError):
+        line = f"{where}: {e.reason}"
+    else:
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        line = msg if where in msg else f"{where}: {msg}"
+    key = job.keys.get("frames", "") if isinstance(e, DecodeError) and job.current == "decode" else ""
+    store.record_failure(Failure(id=video.id, stage=job.current, reason=line,
+                                 source=str(video.path or ""), key=key))
+    job.outcome = Outcome(video.id, "failed", job.current, line, time.perf_counter() - job.t0,
+                          timings=dict(job.timings))
+    job.values, job.arrays = {}, {}
+
+
+def _meta(video: VideoRecord, decoded: dict | None, store) -> VideoMeta:
+    if decoded is None:                    # decode cached: keep its facts, refresh labels/subset
+        old = store.meta(video.id)
+        return dataclasses.replace(old, labels=tuple(video.labels), subset=video.subset)
+    return VideoMeta(id=video.id, labels=tuple(video.labels), subset=video.subset,
+                     duration=float(decoded["duration"]), fps=float(decoded["fps"]),
+                     num_moments=int(len(decoded["times"])), has_audio=bool(decoded["has_audio"]),
+                     source=str(video.path))
+
+
+def known_failure(store, video: VideoRecord, stages: Sequence[Stage]) -> Outcome | None:
+    """A decode failure already recorded for these very bytes and this decode config: the same
+    file would fail the same way again, so it is not retried (unless asked)."""
+    f = store.index["failures"].get(video.id)
+    decode = next((s for s in stages if s.name == "decode"), None)
+    if not f or not f.get("key") or decode is None or video.path is None or not video.path.is_file():
+        return None
+    if f["key"] != decode.key({"source": source_fingerprint(video.path)}):
+        return None
+    return Outcome(video.id, "failed", f["stage"], f"{f['reason']} (recorded earlier; "
+                                                   "--retry-failed tries again)")
