@@ -1,0 +1,183 @@
+"""The one media reader (``core/media.py``): the teacher's clips from the decode pass, frames
+picked by index (visualize), audio resampled in blocks, and what the decode stage's config and
+keys do with the clip options.  Everything is checked against plain PyAV run independently here."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from helpers import write_raw
+from l2l.core.errors import L2LError
+from l2l.core.media import ClipSpec, DecodeError, read_frames, read_moments
+from l2l.stages.decode import Decode, DecodeConfig, decode_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _textured_video(path: Path, frames: int = 40, size=(80, 60)) -> Path:
+    """Lossless H.264 with a different noise texture in every frame (so a wrong frame, offset or
+    scale shows), plus a 44.1 kHz stereo AAC tone of the same length."""
+    w, h = size
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv444p"
+        vs.options = {"qp": "0", "preset": "ultrafast"}
+        aus = out.add_stream("aac", rate=44100, layout="stereo")
+        for i in range(frames):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        n = int(frames / 30 * 44100)
+        t = np.arange(n) / 44100
+        tone = np.stack([0.4 * np.sin(2 * np.pi * 500 * t), 0.3 * np.sin(2 * np.pi * 900 * t)])
+        for s in range(0, n, 1024):
+            af = av.AudioFrame.from_ndarray(tone[:, s:s + 1024].astype(np.float32).copy(),
+                                            format="fltp", layout="stereo")
+            af.sample_rate, af.pts = 44100, s
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    return path
+
+
+def _all_frames(path: Path, **reformat) -> list[np.ndarray]:
+    """Every decoded frame, converted by PyAV directly (a fresh reformat per frame)."""
+    with av.open(str(path)) as c:
+        return [f.reformat(format="rgb24", **reformat).to_ndarray() for f in c.decode(video=0)]
+
+
+def test_clips_are_the_frames_step_apart_resized_and_cropped(tmp_path):
+    path = _textured_video(tmp_path / "t.mp4", frames=40)
+    d = decode_video(path, DecodeConfig(clip_len=16))        # step 2, 128x171, crop 112
+    full = _all_frames(path, width=171, height=128)
+    crop = [f[8:120, 30:142] for f in full]                  # torchvision's centre crop offsets
+    assert len(full) == 40
+    assert d["clips"].shape == (3, 16, 112, 112, 3) and d["clips"].dtype == np.uint8
+    for k, m in enumerate([0, 16, 32]):
+        for p in range(16):
+            i = min(m + 2 * p, 39)                           # past the end: the last decoded frame
+            assert np.array_equal(d["clips"][k, p], crop[i]), (k, p, i)
+    # moment 1 ends with frames 38 then 39 repeated (not 38, the last frame on its step)
+    assert np.array_equal(d["clips"][1, 11], crop[38])
+    assert all(np.array_equal(d["clips"][1, p], crop[39]) for p in range(12, 16))
+    assert not np.array_equal(crop[38], crop[39])
+
+
+def test_clip_geometry_is_its_own(tmp_path):
+    path = _textured_video(tmp_path / "t.mp4", frames=20)
+    spec = ClipSpec(length=3, step=5, resize=(64, 72), crop=40)
+    d = read_moments(path, clips=spec)
+    full = _all_frames(path, width=72, height=64)
+    y0, x0 = spec.origin()
+    assert (y0, x0) == (12, 16)
+    assert d["clips"].shape == (2, 3, 40, 40, 3)
+    for k, m in enumerate([0, 16]):
+        for p in range(3):
+            assert np.array_equal(d["clips"][k, p], full[min(m + 5 * p, 19)][y0:y0 + 40, x0:x0 + 40])
+
+
+def test_clips_change_nothing_else_and_no_key(tmp_path):
+    path = _textured_video(tmp_path / "t.mp4", frames=40)
+    plain, with_clips = decode_video(path), decode_video(path, DecodeConfig(clip_len=16))
+    assert "clips" not in plain
+    for k in ("frames", "times", "frame_index", "waveform"):
+        assert np.array_equal(plain[k], with_clips[k]), k
+    a, b = Decode(DecodeConfig()), Decode(DecodeConfig(clip_len=16, clip_resize=[120, 150], clip_crop=96))
+    assert a.config_hash == b.config_hash and a.key({"source": "x"}) == b.key({"source": "x"})
+    assert a.outputs == ("frames", "times", "frame_index", "waveform")
+    assert a.transient == ("waveform",)
+    assert b.outputs[-1] == "clips" and "clips" in b.transient
+    assert Decode(DecodeConfig(keep_frames=False)).transient == ("waveform", "frames")
+    # a different moment grid is a different key
+    assert Decode(DecodeConfig(stride=8)).config_hash != a.config_hash
+
+
+def test_decode_config_round_trips_with_its_tuple_field():
+    c = DecodeConfig(clip_len=16, clip_resize=(120, 160))
+    back = DecodeConfig(**json.loads(json.dumps(dataclasses.asdict(c))))   # a list from JSON
+    assert back == c and back.clip_resize == (120, 160)
+    assert dataclasses.replace(c, clip_resize=[128, 171]).clip_resize == (128, 171)
+    assert DecodeConfig(clip_resize="128x171").clip_resize == (128, 171)
+    hash(back)
+    with pytest.raises(ValueError):
+        DecodeConfig(clip_len=16, clip_crop=200)
+
+
+def test_block_resampled_audio_equals_frame_by_frame_resampling(tmp_path):
+    """Several 1.5 s blocks of 44.1 kHz stereo: each window must equal, bit for bit, the
+    stream that one ``AudioResampler.resample`` call per decoded frame gives (the old way)."""
+    path = _textured_video(tmp_path / "t.mp4", frames=150)     # 5 s
+    chunks, t0 = [], None
+    res = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    with av.open(str(path)) as c:
+        for f in c.decode(audio=0):
+            for rf in res.resample(f):
+                t0 = f.time if t0 is None else t0
+                chunks.append(rf.to_ndarray().reshape(-1))
+    for rf in res.resample(None):
+        chunks.append(rf.to_ndarray().reshape(-1))
+    stream = np.concatenate(chunks)
+    d = decode_video(path)
+    assert len(d["times"]) == 10 and d["has_audio"]
+    for k, t in enumerate(d["times"]):
+        s0 = int(round((t - t0) * 16000))
+        want = np.zeros(16000, np.float32)
+        seg = stream[max(s0, 0):s0 + 16000]
+        want[max(0, -s0):max(0, -s0) + len(seg)] = seg
+        assert np.array_equal(d["waveform"][k], want), k
+    assert np.abs(d["waveform"][3]).max() > 0.2
+
+
+def test_audio_far_ahead_of_the_video_takes_the_exact_path(tmp_path):
+    """All 122 s of audio muxed before a video that starts at 118 s: blocks until the buffer
+    nears its 120 s bound, then frame by frame; the windows still equal the whole stream's."""
+    path = write_raw(tmp_path / "late.mkv", frames=20, video_offset=118 * 30, audio_seconds=122,
+                     audio_first=True)
+    d = read_moments(path, min_decoded_fraction=0.0)
+    assert np.allclose(d["times"], [118.0, 118 + 16 / 30])
+    with av.open(str(path)) as c:
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    stream = audio.astype(np.float32) / 32768               # s16 -> flt: exact
+    for k, t in enumerate(d["times"]):
+        s0 = int(round(t * 16000))
+        assert np.array_equal(d["waveform"][k], stream[s0:s0 + 16000]), k
+
+
+def test_read_frames_picks_decoded_frames_by_index(tmp_path):
+    path = _textured_video(tmp_path / "t.mp4", frames=40)
+    d = decode_video(path)
+    got = read_frames(path, [16, 0, 32, 16])
+    assert np.array_equal(got, d["frames"][[1, 0, 2, 1]])
+    with pytest.raises(DecodeError, match=r"has no decoded frame\(s\) \[40\]"):
+        read_frames(path, [3, 40])
+
+
+def test_errors_are_one_line_l2l_errors(tmp_path):
+    from l2l.stages.decode import DecodeError as Reexported
+    assert Reexported is DecodeError and issubclass(DecodeError, L2LError)
+    assert issubclass(DecodeError, RuntimeError)
+    with pytest.raises(DecodeError, match="file not found"):
+        read_frames(tmp_path / "nope.mp4", [0])
+
+
+def test_decoding_imports_no_torch(tmp_path):
+    path = _textured_video(tmp_path / "t.mp4", frames=20)
+    code = ("import sys; from l2l.stages.decode import decode_video; "
+            f"d = decode_video({str(path)!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', "
+            "'torchvision', 'zarr', 'dask')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
