@@ -2,7 +2,8 @@
 
 What is here: the ``teacher`` factory (Kinetics-400 weights from torchvision's enum, a local
 checkpoint, or random init) and the clip normalisation those weights expect.  What is not: clip
-sampling from a video (``stages/teacher.py``) and costs (``models/cost.py``).
+sampling from a video (decode's single pass, ``core/media.py``), batching (``stages/teacher.py``)
+and costs (``models/cost.py``).
 
 Input: (B, 3, 16, 112, 112) float clips (channels, time, height, width), already normalised with
 ``normalise_clips``.  Output: descriptor (B, 512) and logits (B, num_classes), float32.
@@ -46,9 +47,21 @@ def normalise_clips(clips: torch.Tensor) -> torch.Tensor:
     """(B, 16, 112, 112, 3) uint8 RGB (time, height, width, channel) -> (B, 3, 16, 112, 112)
     float32, scaled to [0, 1] and normalised with the Kinetics mean/std."""
     x = clips.permute(0, 4, 1, 2, 3).float().div_(255)
-    mean = torch.tensor(VIDEO_MEAN, device=x.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(VIDEO_STD, device=x.device).view(1, 3, 1, 1, 1)
+    mean, std = _stats(x.device)
     return (x - mean) / std
+
+
+_STATS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Kinetics mean and std as (1, 3, 1, 1, 1) float32 on ``device``, made once per device
+    (no host-to-device copy per batch)."""
+    key = str(device)
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(VIDEO_MEAN, device=device).view(1, 3, 1, 1, 1),
+                       torch.tensor(VIDEO_STD, device=device).view(1, 3, 1, 1, 1))
+    return _STATS[key]
 
 
 def teacher(*, weights=None, num_classes: int = 400) -> Teacher:

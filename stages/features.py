@@ -69,7 +69,6 @@ class Features(ModelStage):
                              f"configured {self.config.checkpoint_hash} (file replaced?)")
         model = model.to(device).eval()
         if torch.device(device).type == "cuda":
-            torch.backends.cudnn.benchmark = True
             model = model.to(memory_format=torch.channels_last)
         return model
 

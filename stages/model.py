@@ -173,23 +173,36 @@ class ModelStage(Stage):
         b = self.batch_size(device)
         cuda = device_kind(device) == "cuda"
         amp = self.config.precision == "bf16"
-        with torch.inference_mode(), torch.autocast(device_kind(device), torch.bfloat16, enabled=amp):
-            if not cuda:
-                for v, n, out in zip(videos, sizes, outs):
-                    for s in range(0, n, b):
-                        x = [torch.from_numpy(np.ascontiguousarray(v[k][s:s + b]))
-                             for k in self.batch_inputs]
-                        got = self.forward(self.model, *self.prepare(*x))
-                        for k in dims:
-                            out[k][s:s + b] = got[k].float().numpy().astype(dtype)
-                return outs
-            flat = self.forward_across(videos, sizes, device, b)
+        bench = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = bench or cuda   # autotune: shapes are fixed; restored
+        try:
+            with torch.inference_mode(), torch.autocast(device_kind(device), torch.bfloat16,
+                                                        enabled=amp):
+                flat = self._forward(videos, sizes, outs, dims, dtype, device, b, cuda)
+        finally:
+            torch.backends.cudnn.benchmark = bench
+        if flat is None:
+            return outs
         start = 0
         for n, out in zip(sizes, outs):
             for k in dims:
                 out[k][...] = flat[k][start:start + n]
             start += n
         return outs
+
+    def _forward(self, videos, sizes, outs, dims, dtype, device, b, cuda):
+        """CPU: fill ``outs`` video by video, in fixed chunks (returns None); CUDA: all rows
+        at once (``forward_across``)."""
+        import torch
+        if cuda:
+            return self.forward_across(videos, sizes, device, b)
+        for v, n, out in zip(videos, sizes, outs):
+            for s in range(0, n, b):
+                x = [torch.from_numpy(np.ascontiguousarray(v[k][s:s + b])) for k in self.batch_inputs]
+                got = self.forward(self.model, *self.prepare(*x))
+                for k in dims:
+                    out[k][s:s + b] = got[k].float().numpy().astype(dtype)
+        return None
 
     def forward_across(self, videos, sizes, device: str, b: int) -> dict[str, np.ndarray]:
         """All rows of all ``videos``, in order, cut into forward passes of exactly ``b`` rows

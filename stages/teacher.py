@@ -91,7 +91,6 @@ class TeacherStage(ModelStage):
                              f"was made (hash {self.config.weights_hash})")
         model = teacher(weights=w, num_classes=self.config.num_classes).to(device).eval()
         if torch.device(device).type == "cuda":
-            torch.backends.cudnn.benchmark = True
             model = model.to(memory_format=torch.channels_last_3d)
         return model
 
