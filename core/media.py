@@ -24,6 +24,7 @@ counter; audio is resampled in blocks of about a second, not per packet.  Memory
 plus the audio buffer of ``core/audio_windows.py``.
 
 ``read_frames`` picks decoded frames by index (video only, stops early): visualize's frames.
+``container_duration`` reads a file's duration from its header (data-set adapters).
 Not here: the decode stage's config and cache key (``stages/decode.py``), spectrograms.
 """
 from __future__ import annotations
@@ -39,8 +40,8 @@ from .audio_windows import MAX_AUDIO_AHEAD, AudioWindows, BlockResampler
 from .errors import L2LError
 from .grid import AUDIO_WINDOW, CLIP_LEN, FRAME_SIZE, MOMENT_STRIDE, SAMPLE_RATE
 
-__all__ = ["ClipSpec", "DecodeError", "MAX_AUDIO_AHEAD", "frame_to_rgb", "one_line",
-           "open_video", "read_frames", "read_moments", "resize_crop_dims"]
+__all__ = ["ClipSpec", "DecodeError", "MAX_AUDIO_AHEAD", "container_duration", "frame_to_rgb",
+           "one_line", "open_video", "read_frames", "read_moments", "resize_crop_dims"]
 
 
 class DecodeError(L2LError, RuntimeError):
@@ -324,6 +325,19 @@ def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRA
     if missing:
         raise DecodeError(path, f"has no decoded frame(s) {sorted(missing)[:3]}")
     return np.stack([got[int(i)] for i in indices]) if len(want) else np.zeros((0, size, size, 3), np.uint8)
+
+
+def container_duration(path: os.PathLike | str) -> float | None:
+    """Seconds, from the container header (no decoding); None if the file cannot be read."""
+    import av
+    try:
+        with av.open(str(path)) as c:
+            if c.duration is not None:
+                return c.duration / av.time_base
+            ds = [float(s.duration * s.time_base) for s in c.streams if s.duration and s.time_base]
+            return max(ds) if ds else None
+    except (av.FFmpegError, OSError):
+        return None
 
 
 def _declared_duration(container, vs) -> float | None:

@@ -109,16 +109,8 @@ def _find_lists(d: Path) -> dict[str, Path]:
 
 def container_duration(path: Path) -> float | None:
     """Seconds, from the container header (no decoding); None if unreadable."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            if c.duration is not None:
-                return c.duration / av.time_base
-            ds = [float(s.duration * s.time_base) for s in c.streams if s.duration and s.time_base]
-            return max(ds) if ds else None
-    except (av.FFmpegError, OSError):
-        return None
+    from ..core.media import container_duration as header_duration
+    return header_duration(path)
 
 
 def _read_split_file(path: Path, params: dict, classes_all: tuple[str, ...], videos_dir: Path) -> Dataset:

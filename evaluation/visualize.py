@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from l2l.core.grid import FRAME_SIZE, MOMENT_STRIDE
 from l2l.evaluation.baselines import uniform_indices
 from l2l.evaluation.featureset import FeatureSet, predict
 from l2l.models.skim import SkimError
-
-MOMENT_STRIDE = 16          # decoded frames per moment (METHOD.md section 1)
 
 
 def moment_frames(store, vid: str, indices: np.ndarray, *, videos=None) -> np.ndarray:
@@ -44,22 +43,12 @@ def moment_frames(store, vid: str, indices: np.ndarray, *, videos=None) -> np.nd
     return decode_frames(path, frame_idx)
 
 
-def decode_frames(path: Path, frame_idx: np.ndarray, size: int = 112) -> np.ndarray:
-    """Decode the frames with the given decoded-frame indices (one pass, stops early)."""
-    import av
-    from l2l.stages.decode import frame_to_rgb
-    want = {int(i) for i in frame_idx}
-    got: dict[int, np.ndarray] = {}
-    with av.open(str(path)) as container:
-        for n, frame in enumerate(container.decode(video=0)):
-            if n in want:
-                got[n] = frame_to_rgb(frame, size)
-                if len(got) == len(want):
-                    break
-    missing = want - set(got)
-    if missing:
-        raise SkimError(f"{path}: has no decoded frame(s) {sorted(missing)[:3]}...")
-    return np.stack([got[int(i)] for i in frame_idx])
+def decode_frames(path: Path, frame_idx: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
+    """(len(frame_idx), size, size, 3) uint8 RGB: the decoded frames with these indices, as the
+    decode stage converts them (``core.media.read_frames``: one pass, stops early).
+    ``DecodeError`` (one line) for an unreadable file or one with fewer frames."""
+    from l2l.core.media import read_frames
+    return read_frames(path, frame_idx, size)
 
 
 def visualize(store, model, vid: str, out, *, videos=None, steps: int | None = None) -> Path:
