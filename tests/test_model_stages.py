@@ -150,3 +150,42 @@ def test_spectrogram_stays_on_the_cpu_whatever_the_device():
     assert np.array_equal(s.run({"waveform": w}, device="cuda")["logmel"], ref)
     assert not Spectrogram.uses_gpu and Features.uses_gpu and TeacherStage.uses_gpu
     assert Features.batchable and TeacherStage.batchable and not Spectrogram.batchable
+
+
+def test_extract_with_the_teacher_decodes_once_and_stores_its_numbers(tmp_path, teacher_weights):
+    """Through the pipeline: the teacher's options reach decode (``--set`` strings included),
+    decode's key does not change, and the stored descriptors are the teacher's on those clips."""
+    import json
+
+    from l2l.datasets.base import load_dataset
+    from l2l.pipeline.extract import extract, plan_stages
+    from l2l.stages.decode import Decode, DecodeConfig
+    from l2l.store import open_store
+    from tests.helpers import write_video
+
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    write_video(vids / "v_a.mp4", frames=40, audio_rate=None)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"version": "VERSION 1.3", "database": {"a": {
+        "subset": "training", "duration": 1.3, "url": "",
+        "annotations": [{"segment": [0.0, 1.0], "label": "Run"}]}}}))
+    ds = load_dataset("activitynet", vids, ann)
+    opts = {"teacher": {"weights": str(teacher_weights), "clip_len": "4", "clip_resize": "40x48",
+                        "clip_crop": "32"}}
+    stages = plan_stages(["decode", "spectrogram", "teacher"], opts)
+    assert stages[0].config.clip_len == 4 and stages[0].config.clip_resize == (40, 48)
+    s = extract(ds, tmp_path / "st", stages=stages, device="cpu", progress=False)
+    assert (s.done, s.failed) == (1, 0), s.failures
+    st = open_store(tmp_path / "st")
+    rec = st.records("a")
+    assert rec["frames"].key == Decode().key({"source": rec["frames"].upstream["source"]})
+    assert rec["teacher"].config["clip_resize"] in ([40, 48], (40, 48))
+    assert rec["teacher"].config["device"] == "cpu" and rec["teacher"].config["precision"] == "fp32"
+    got = st.read("a", ["teacher", "teacher_logits"])
+    clips = Decode(DecodeConfig(clip_len=4, clip_resize=(40, 48), clip_crop=32)).run(
+        {}, source=vids / "v_a.mp4")["clips"]
+    want = stages[2].for_device("cpu").run({"clips": clips})
+    assert got["teacher"].shape == (3, 512)
+    assert np.array_equal(got["teacher"], want["teacher"])
+    assert np.array_equal(got["teacher_logits"], want["teacher_logits"])
