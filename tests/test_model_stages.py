@@ -161,7 +161,7 @@ def test_extract_with_the_teacher_decodes_once_and_stores_its_numbers(tmp_path, 
     from l2l.pipeline.extract import extract, plan_stages
     from l2l.stages.decode import Decode, DecodeConfig
     from l2l.store import open_store
-    from tests.helpers import write_video
+    from helpers import write_video
 
     vids = tmp_path / "videos"
     vids.mkdir()
