@@ -105,13 +105,17 @@ def evaluate(features, checkpoint, out, *, subset: str = "validation", seed: int
     jobs = 2 + len(BL.BASELINES) + 2 * T + 2 * len(STRIDES)
     bar = tqdm(total=jobs, desc="evaluate", unit="run", disable=not progress, leave=False)
 
+    fits: dict = {}                     # the skim network's cost fit, per number of steps
+
     def run_skim(steps=None, stride=1, interpolate=False):
         probs, picks = predict(model, data, batch_size=batch_size, device=dev, steps=steps,
                                stride=stride, interpolate=interpolate, recognition=rec)
         chosen = np.array([len(set(np.concatenate([picks[n][v] for n in picks]).tolist()))
                            for v in range(len(data))])
-        g = CO.skim_gflops(lengths, index_cost=index_cost, stride=stride,
-                           skim=CO.skim_cost(model, steps=steps),
+        k = T if steps is None else steps
+        if k not in fits:
+            fits[k] = CO.skim_cost(model, steps=k)
+        g = CO.skim_gflops(lengths, index_cost=index_cost, stride=stride, skim=fits[k],
                            chosen=chosen if rec else None, recognition_cost=rec_cost)
         bar.update()
         return probs, picks, CO.paper_gflops(g)
