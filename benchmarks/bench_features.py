@@ -172,6 +172,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also bf16 + torch.compile (CUDA)")
     ap.add_argument("--extract", action="store_true",
                     help="also features-only extraction with the trivial model (overhead)")
+    ap.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="record into this copy of RESULTS.md instead (gpu_check.sh)")
     ap.add_argument("--copies", type=int, default=10,
                     help="--extract: hard-linked copies of the 6 synthetic videos (10: 60 videos)")
     a = ap.parse_args()
@@ -227,7 +230,11 @@ def main() -> None:
              "is the stage's own (checks, staging, copies, conversions) and, for extract, the "
              "runner's and the store's (reading frames and log-mels, writing three (N, 512) "
              "float16 arrays, commits).")
-    record("Features stage", body)
+    if a.results is not None:
+        import _common
+        _common.RESULTS = a.results
+    if not a.no_record:
+        record("Features stage", body)
 
 
 if __name__ == "__main__":

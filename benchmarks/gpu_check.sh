@@ -10,8 +10,9 @@
 # extraction (1 and N workers); teacher extraction (N); all stages on a fresh store (1 and N
 # workers) with GPU utilisation (nvidia-smi dmon); store verify; the test suite.  Every step has
 # its own timeout and the run goes on after a failure.  What comes back, in $OUT: log.txt,
-# rows.jsonl (one JSON row per figure), RESULTS.md (the "GPU check" section written by
-# gpu_steps.py report, with the machine line, next to the other sections), dmon-*.txt.
+# rows.jsonl (one JSON row per figure), RESULTS.md (a copy of benchmarks/RESULTS.md with the
+# "Features stage" and "GPU check" sections rewritten, each with its machine line: merge those
+# into the project's), dmon-*.txt.  The project's own RESULTS.md is not touched.
 set -u
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
 export PYTHONUNBUFFERED=1
@@ -19,6 +20,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 OUT=${OUT:-/tmp/l2l-gpu-check}; mkdir -p "$OUT"
 LOG=$OUT/log.txt; : > "$LOG"
 export L2L_GPU_ROWS=$OUT/rows.jsonl; : > "$L2L_GPU_ROWS"
+RES=$OUT/RESULTS.md; cp benchmarks/RESULTS.md "$RES"
 BUDGET=${BUDGET:-470}                      # seconds for everything (the suite gets what is left)
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
@@ -64,7 +66,7 @@ say "dry-run=$DRY device=$DEV cores=$NPROC; $($PY -c 'import torch,av,zarr,dask;
 
 # 1. the student's raw forward pass and the features stage (numpy in and out)
 step raw-student 150 $PY benchmarks/gpu_raw_student.py $DEV
-step bench-features 200 $PY benchmarks/bench_features.py --device $DEV $BF
+step bench-features 200 $PY benchmarks/bench_features.py --device $DEV $BF --results "$RES"
 
 # 2. data: a rendered synthetic set, made larger by hard-linked copies (new ids, same bytes)
 step make-synthetic 90 $L2L make-synthetic "$W/syn" $SYN --workers $NPROC
@@ -107,8 +109,7 @@ step "store verify" 60 $L2L store verify "$W/all.zarr"
 
 # 7. the figures into RESULTS.md, then the test suite with the time left
 TITLE="GPU check"; [ $DRY = 1 ] && TITLE="GPU check (dry run on CPU: tiny sizes, figures meaningless)"
-step report 30 $GS report --title "$TITLE"
-cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
+step report 30 $GS report --title "$TITLE" --results "$RES"
 if [ $DRY = 0 ]; then
   XD=""; $PY -c "import xdist" 2>/dev/null && XD="-n 8"
   BUDGET=$(( BUDGET + 150 - ($(left) < 150 ? $(left) : 150) ))   # the suite gets >= 150 s

@@ -157,12 +157,17 @@ def main() -> None:
     e.add_argument("args", nargs=argparse.REMAINDER)
     r = sub.add_parser("report")
     r.add_argument("--title", default="GPU check")
+    r.add_argument("--results", type=Path, default=None,
+                   help="record into this copy of RESULTS.md (default: benchmarks/RESULTS.md)")
     a = ap.parse_args()
     if a.cmd == "many":
         many(a.src, a.out, a.copies)
     elif a.cmd == "extract":
         sys.exit(extract(a.name, [x for x in a.args if x != "--"]))
     else:
+        if a.results is not None:
+            import _common
+            _common.RESULTS = a.results
         report(a.title)
 
 
