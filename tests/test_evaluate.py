@@ -160,7 +160,7 @@ def test_costs_follow_the_formula(trained):
     assert fit(100) > fit(50) > 0
 
 
-def test_all_listed_videos_count_failures_as_misses(trained, tmp_path):
+def test_all_listed_videos_count_failures_as_misses(trained, tmp_path, monkeypatch):
     """Listed videos the store lacks are scored as misses in the "all listed" row; the
     predictions name only classes some listed video has (the official evaluator's rule)."""
     from l2l.evaluation.metrics import activitynet_map
@@ -169,8 +169,12 @@ def test_all_listed_videos_count_failures_as_misses(trained, tmp_path):
     ids = store.ids("validation")
     listed = {v: list(store.meta(v).labels) for v in ids if store.meta(v).labels[0] != CLASSES[3]}
     listed.update({"gone1": [CLASSES[0]], "gone2": [CLASSES[1]]})     # failed extraction
+    # a new baseline is its choose function and one registration: the report runs it
+    from l2l.evaluation import baselines as BL
+    monkeypatch.setitem(BL.BASELINES, "first", BL.Baseline("first", lambda p, t, rng: np.arange(min(t, len(p)))))
     m = evaluate(store, root / "skim", tmp_path / "e", device="cpu", listed=listed,
                  montage=False)
+    assert m["methods"]["first"]["steps"] == 3 and "first" in m["all_listed"]
     assert m["num_videos"] == 60 and m["num_listed"] == 62
     ext, all_ = m["methods"]["skim"], m["all_listed"]["skim"]
     assert all_["top1"] == pytest.approx(ext["top1"] * 60 / 62)

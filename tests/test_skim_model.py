@@ -207,3 +207,61 @@ def test_bad_configs_fail_clearly():
     m = build_skim(num_classes=3)
     with pytest.raises(ValueError, match="expected banks"):
         m([torch.zeros(1, 4, D)], torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_interpolated_index_lets_every_moment_be_picked():
+    """The authors' --feature_interpolate: with stride s only every s-th moment is computed,
+    the others are linear interpolations of their computed neighbours (exact at the computed
+    ones, copies of the last computed one past it), and any moment can be picked."""
+    from l2l.models.skim import interpolate_bank
+    bank = torch.arange(2 * 10, dtype=torch.float32).view(2, 10, 1).expand(2, 10, 3).clone()
+    bank[1] = bank[1] ** 2
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False                                   # video 1 has 7 moments
+    out = interpolate_bank(bank, mask, 3)
+    # video 0: computed 0, 3, 6, 9 -> linear in between equals the original ramp
+    assert torch.allclose(out[0, :, 0], bank[0, :, 0])
+    # video 1: computed 0, 3, 6 (values 100, 169, 256); 1 = 100 + (169 - 100) / 3
+    assert out[1, 1, 0] == pytest.approx(100 + 69 / 3) and out[1, 6, 0] == 256
+    assert (out[1, 7:] == 0).all()                        # padding stays zero
+    torch.manual_seed(8)
+    m = build_skim(num_classes=4, steps=6).eval()
+    bi, ba = banks(B=2, N=40, seed=3)
+    full_mask = torch.ones(2, 40, dtype=torch.bool)
+    plain = m([bi, ba], full_mask, stride=4)
+    interp = m([bi, ba], full_mask, stride=4, interpolate=True)
+    assert torch.allclose(interp.inputs[:, 0], plain.inputs[:, 0], atol=1e-5)  # same start
+    picks = torch.cat([p.flatten() for p in interp.picks.values()])
+    assert (picks % 4 != 0).any()                         # a skipped moment was picked
+    w = interp.weights["image"]
+    assert (w[:, 0, 1::4] > 0).all()                      # skipped moments get weight
+
+
+def test_readout_outputs_averages_x1_to_xT():
+    """readout="outputs" (the authors' code): the classifier averages x_1..x_T, each the soft
+    index of one step; "inputs" (default) averages x_0..x_{T-1}."""
+    torch.manual_seed(9)
+    a = build_skim(num_classes=5, steps=4).eval()
+    b = build_skim(num_classes=5, steps=4, readout="outputs").eval()
+    b.load_state_dict(a.state_dict())
+    bi, ba = banks(B=2, N=20, seed=4)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    oa, ob = a([bi, ba], mask), b([bi, ba], mask)
+    assert torch.equal(oa.picks["image"], ob.picks["image"])
+    assert torch.allclose(ob.inputs[:, :3], oa.inputs[:, 1:], atol=1e-5)    # x_1..x_3 shared
+    assert ob.inputs.shape == oa.inputs.shape == (2, 4, D)
+    assert torch.allclose(ob.logits, b.classifier(ob.inputs.mean(1)), atol=1e-5)
+    assert not torch.allclose(oa.logits, ob.logits)
+    with pytest.raises(ValueError, match="readout"):
+        build_skim(num_classes=5, readout="last")
+
+
+def test_fresh_classifier_from_a_student():
+    from l2l.models.skim import skim_from_student
+    from l2l.models.students import build_student
+    st = build_student(num_classes=9)
+    kept = skim_from_student(st, indexing="single")
+    fresh = skim_from_student(st, indexing="single", fresh_classifier=True)
+    assert torch.equal(kept.classifier.weight, st.classifier.weight)
+    assert not torch.equal(fresh.classifier.weight, st.classifier.weight)
+    assert fresh.classifier.out_features == 9
