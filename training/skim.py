@@ -158,7 +158,22 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
     """Train on store ``features`` (a path or an open store), writing ``checkpoint.pt`` and
     ``log.csv`` into ``out``.  ``student``: a ``train-student`` checkpoint (file or folder), or
     a module with ``fusion`` and ``classifier`` over the store's classes.  ``warn``: where a
-    too-short run is reported.  Returns the last epoch's log row."""
+    too-short run is reported.  Returns the last epoch's log row.
+
+    Runs with torch's deterministic algorithms on (restored afterwards; ops without a
+    deterministic version warn instead of failing), so a run repeats exactly on one machine."""
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(features, out, student=student, config=config, device=device,
+                      resume=resume, progress=progress, callbacks=callbacks, warn=warn)
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
+
+
+def _train(features, out, *, student, config: TrainConfig, device: str, resume: bool,
+           progress: bool, callbacks: Sequence[Callable], warn: Callable[[str], None]) -> dict:
     from tqdm.auto import tqdm
     from l2l.store import Store, StoreError, open_store
     out = Path(out)
