@@ -47,6 +47,7 @@ from .work import BATCH_MOMENTS, Outcome, ensure_setup, process_shard, store_for
 
 SHARD_VIDEOS = 16            # most videos per dask task
 SERIAL_SHARD_VIDEOS = 4      # videos per shard in the serial runner (one parcel, one segment)
+SERIAL_SHARD_MOMENTS = 4096  # ... with a model stage: moments per shard (forward passes of 512)
 START_TIMEOUT = float(os.environ.get("L2L_START_TIMEOUT", "120"))   # seconds
 GPU_BATCH = BATCH_MOMENTS    # kept for callers of the old keyword
 
@@ -76,22 +77,24 @@ def make_shards(videos: Sequence[VideoRecord], *, max_videos: int, moments: dict
     return shards
 
 
-def _shards(store_path: str, videos, stages, max_videos: int) -> list[list[VideoRecord]]:
-    if any(s.batchable for s in stages):      # model stages: a forward pass of >= 512 moments
+def _shards(store_path: str, videos, stages, max_videos: int,
+            min_moments: int = 0) -> list[list[VideoRecord]]:
+    if any(s.batchable for s in stages):      # model stages: forward passes of >= 512 moments
         idx = store_for(store_path).index["videos"]
         moments = {v.id: idx[v.id]["meta"]["num_moments"] for v in videos if v.id in idx}
         return make_shards(videos, max_videos=max(max_videos, 64), moments=moments,
-                           min_moments=BATCH_MOMENTS)
+                           min_moments=max(BATCH_MOMENTS, min_moments))
     return make_shards(videos, max_videos=max_videos)
 
 
 def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage], *,
                device: str, progress: bool = True, missing_reason: str = "",
                commit_every: int = 64, **_) -> Iterator[Outcome]:
-    """Shards of ``SERIAL_SHARD_VIDEOS`` (at most ``commit_every``) videos, here, in order."""
+    """Shards of ``SERIAL_SHARD_VIDEOS`` (at most ``commit_every``) videos, or with a model stage
+    of ``SERIAL_SHARD_MOMENTS`` stored moments, here, in order."""
     size = max(1, min(SERIAL_SHARD_VIDEOS, commit_every))
     with _bar(len(videos), progress) as bar:
-        for shard in _shards(store_path, videos, stages, size):
+        for shard in _shards(store_path, videos, stages, size, SERIAL_SHARD_MOMENTS):
             for o in process_shard(store_path, shard, stages, device, missing_reason):
                 bar.update()
                 bar.set_postfix_str(f"{o.status} {o.id}"[:40])
@@ -100,11 +103,18 @@ def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[
 
 # ---- the cluster --------------------------------------------------------------------------
 def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None = None,
-                  silence_logs: int = 40):
+                  silence_logs: int = 40, fork: bool | None = None):
     """An embedded single-machine cluster: ``workers`` worker processes with one thread each;
     the first ``gpus`` of them declare ``GPU=1`` and see one GPU each (``CUDA_VISIBLE_DEVICES``,
     round-robin over ``visible_gpus``, default ``gpus``).  Each worker is kept alive by a nanny,
-    which restarts it if it dies.  Close it with ``.close()`` (or use it as a context manager)."""
+    which restarts it if it dies.  Close it with ``.close()`` (or use it as a context manager).
+
+    ``fork`` (default: when no worker has a GPU): worker processes are forked from this one, so
+    they start in a fraction of a second with every module already imported here, instead of a
+    fresh interpreter importing dask, PyAV, zarr and l2l again (seconds each).  This process must
+    not have run torch's OpenMP work before (a forked child would hang in its first parallel
+    region); ``extract`` runs no stage in the parent when it uses a cluster."""
+    import dask
     from distributed import Nanny, Scheduler, SpecCluster
 
     workers = max(1, int(workers))
@@ -118,8 +128,10 @@ def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None =
             opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i % visible)}
         spec[f"l2l-{'gpu' if i < gpus else 'cpu'}-{i}"] = {"cls": Nanny, "options": opts}
     scheduler = {"cls": Scheduler, "options": {"dashboard": False, "host": "127.0.0.1"}}
-    return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=silence_logs,
-                       name="l2l-extract")
+    fork = (gpus == 0) if fork is None else fork
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork" if fork else "spawn"}):
+        return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=silence_logs,
+                           name="l2l-extract")
 
 
 class _Starting:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import platform
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, NamedTuple, Sequence
@@ -133,7 +134,8 @@ class Batch:
         return self.arrays[name][self.offsets[i]:self.offsets[i + 1]]
 
 
-def library_versions() -> dict:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
     import importlib.metadata as md
     out = {"python": platform.python_version()}
     for pkg in ("l2l", "torch", "torchvision", "torchaudio", "av", "numpy", "zarr", "h5py"):
@@ -141,7 +143,12 @@ def library_versions() -> dict:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def library_versions() -> dict:
+    """Library versions of this process (looked up once: importlib.metadata is slow)."""
+    return dict(_versions())
 
 
 class Store(abc.ABC):

@@ -295,6 +295,10 @@ class PackedStore(Store):
                 parcels.append((name, self._parcel_attrs(name)))
             except Exception:                     # unreadable record: a torn write; drop it
                 stale.append(name)
+        if not parcels and not stale:             # nothing to fold: the index stays as it is
+            self._clean_temporaries()
+            return {"videos": 0, "failures": 0, "rejected": 0, "superseded": 0, "segments": [],
+                    "segments_removed": 0}
         parcels.sort(key=lambda p: (p[1].get("seq", 0), p[0]))
         # A video staged twice (a task retried after its worker died past ``put_many``): a
         # later replacing put makes the earlier ones moot.

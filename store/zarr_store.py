@@ -206,7 +206,7 @@ def _crc32c():
     return Crc32cCodec()
 
 
-def _compresses(a: np.ndarray, sample_bytes: int = 1 << 20, min_ratio: float = 1.3) -> bool:
+def _compresses(a: np.ndarray, sample_bytes: int = 256 << 10, min_ratio: float = 1.3) -> bool:
     """Whether zstd is worth it for an array like ``a``: a sample of its bytes shrinks by at
     least ``min_ratio``.  Embeddings (float16) hardly compress (about 1.15x), and decompressing
     them costs several times a raw read; frames and spectrograms usually do compress."""

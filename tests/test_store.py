@@ -1,4 +1,6 @@
-"""The feature store: round trips, provenance, atomic commits, both backends, plain readers."""
+"""The feature store: round trips, provenance, atomic commits, both backends, plain readers; a shard
+staged at once becomes one segment by a rename (no array copied at commit); the backend is the one
+the store records; verify returns structured problems; export writes only its file."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from l2l.store import (ArrayRecord, Failure, StoreError, VideoMeta, create_store, export_store,
+from l2l.store import (ArrayRecord, Failure, Put, StoreError, VideoMeta, create_store, export_store,
                        open_store)
 
 
@@ -180,3 +182,88 @@ def test_index_is_parsed_again_only_after_another_writer_committed(tmp_path, nam
     writer.commit()                            # replaces the index: the reader sees it
     assert reader.ids() == ["v0", "v7"] and len(loads) == 2
     assert np.all(reader.read("v7", ["logmel"])["logmel"] == 0)
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
+def test_a_shard_is_staged_once_and_becomes_one_segment(tmp_path, name):
+    st = create_store(tmp_path / name)
+    rng = np.random.default_rng(5)
+    data = {f"v{i}": rng.integers(0, 255, (2 + i, 112, 112, 3), dtype=np.uint8) for i in range(3)}
+    st.put_many([Put(_meta(v, len(a)), {"frames": a}, {"frames": _rec()}, True) for v, a in data.items()])
+    assert sorted(v for _, v in st.staged()) == sorted(data) and len(st._list_parcels()) == 1
+    if st.backend == "zarr":            # commit renames the parcel: the chunk files stay the same
+        (parcel,) = st._list_parcels()
+        inode = {p.relative_to(tmp_path / name / "staging" / parcel): p.stat().st_ino
+                 for p in (tmp_path / name / "staging" / parcel / "frames").rglob("*") if p.is_file()}
+    counts = st.commit()
+    assert counts["videos"] == 3 and len(counts["segments"]) == 1
+    st = open_store(tmp_path / name)
+    assert {st.index["videos"][v]["fields"]["frames"]["seg"] for v in data} == set(counts["segments"])
+    b = st.read_many(["frames"])
+    for i, vid in enumerate(b.ids):
+        assert np.array_equal(b.video(i, "frames"), data[vid])
+    assert st.verify() == [] and st._list_parcels() == []
+    if st.backend == "zarr":
+        seg = tmp_path / name / "segments" / counts["segments"][0]
+        assert {p.relative_to(seg): p.stat().st_ino for p in (seg / "frames").rglob("*")
+                if p.is_file()} == inode
+        assert sorted(p.name for p in seg.iterdir()) == ["frames", "zarr.json"]  # no record left
+
+
+def test_the_backend_is_the_one_the_store_records_not_the_suffix(tmp_path):
+    st = create_store(tmp_path / "x.h5", "zarr")
+    _fill(st, 2)
+    assert (tmp_path / "x.h5").is_dir()
+    again = open_store(tmp_path / "x.h5")
+    assert again.backend == "zarr" and again.ids() == ["v0", "v1"]
+    assert create_store(tmp_path / "x.h5").backend == "zarr"
+    h = create_store(tmp_path / "y.zarr", "hdf5")
+    _fill(h, 1)
+    assert open_store(tmp_path / "y.zarr").backend == "hdf5"
+
+
+def test_a_file_that_is_not_a_store_is_one_line(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    for fn in (open_store, create_store):
+        with pytest.raises(StoreError) as e:
+            fn(f)
+        assert str(f) in str(e.value) and "not an l2l feature store" in str(e.value)
+        assert "\n" not in str(e.value)
+
+
+def test_verify_returns_structured_problems(tmp_path):
+    st = create_store(tmp_path / "s")
+    _fill(st, 2)
+    entry = st.index["videos"]["v1"]["fields"]["frames"]
+    st.index["videos"]["v1"]["fields"]["frames"] = dict(entry, crc="00000000")
+    (p,) = st.verify()
+    assert (p.video, p.array, p.kind) == ("v1", "frames", "checksum")
+    assert str(p).startswith("v1/frames: checksum mismatch")
+
+
+def test_export_writes_only_its_file_with_the_failures(tmp_path):
+    st = create_store(tmp_path / "s")
+    _fill(st, 2)
+    st.record_failure(Failure(id="bad", stage="decode", reason="x.mp4: not a video"))
+    st.commit()
+    out = tmp_path / "out" / "e.h5"
+    out.parent.mkdir()
+    export_store(st, out)
+    assert [p.name for p in out.parent.iterdir()] == ["e.h5"]
+    e = open_store(out)
+    assert e.ids() == ["v0", "v1"] and [f.id for f in e.failures()] == ["bad"]
+    assert e.verify() == []
+
+
+def test_the_hdf5_index_is_fsynced(tmp_path, monkeypatch):
+    from l2l.store import hdf5_store
+    st = create_store(tmp_path / "s.h5")
+    synced = []
+    real = hdf5_store.os.fsync
+    monkeypatch.setattr(hdf5_store.os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    _fill(st, 1)                       # a commit: segment + index in a new copy of the file
+    assert synced
+    synced.clear()
+    st.set_info("k", 1)                # an index-only change
+    assert synced

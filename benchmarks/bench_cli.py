@@ -1,0 +1,201 @@
+"""What a user pays: ``l2l extract --stages decode,spectrogram`` as a subprocess, end to end,
+against the FFmpeg command line doing the decode part of the same work, side by side.
+
+Part 1 (end to end): N generated videos of 180 s (320x240 H.264 + AAC 44.1 kHz, ffmpeg's
+``testsrc2`` and ``sine``).  Each repetition runs, in turn (the order rotating), the FFmpeg
+command line over every file, ``l2l extract --workers 1`` and ``l2l extract --workers 2``, each
+into a fresh store; the median of the repetitions is reported, as the ratio FFmpeg seconds / l2l
+seconds (>= 1.0: l2l is at least as fast).  The breakdown comes from the pipeline's own timing
+log (``L2L_TIMINGS``): start-up before ``extract`` runs (interpreter and imports), store set-up,
+cluster start, worker start-up (imports and ``setup`` on every worker, in parallel), and the work
+summed over videos (decode, spectrogram, staging writes) and the commits.
+
+Part 2 (steady-state scaling): M shorter videos (20 s) with ``--workers 1`` pinned to one core
+and ``--workers 2`` pinned to two (``taskset``; decoder threads 1, so each worker uses one core).
+Steady-state throughput is moments / (wall - start-up), start-up being what the timing log
+measures before the first shard can run (interpreter, set-up, cluster and worker start).
+
+On a bigger machine (issue 10 item 6): ``--scaling-only --scaling-videos 200 --workers-list
+1,4,8,16`` runs part 2 with those worker counts (pinned to as many cores each).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA, record, table  # noqa: E402
+
+FFMPEG_VF = "select=not(mod(n\\,16)),scale=112:112:force_original_aspect_ratio=increase,crop=112:112"
+
+
+def make_set(name: str, n: int, seconds: float, size: str = "320x240") -> Path:
+    """``n`` videos of ``seconds`` s (H.264 + AAC) and an ActivityNet-format annotation file,
+    made once with ffmpeg under ``$L2L_BENCH_DATA``."""
+    root = DATA / name
+    ann = root / "annotations.json"
+    if ann.exists():
+        return root
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    db = {}
+    for i in range(n):
+        out = root / "videos" / f"v_cli{i:03d}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={size}:rate=30:duration={seconds}", "-f", "lavfi", "-i",
+                        f"sine=frequency={300 + 40 * i}:sample_rate=44100:duration={seconds}",
+                        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                        "-c:a", "aac", "-shortest", str(out)], check=True)
+        db[f"cli{i:03d}"] = {"subset": "training", "duration": seconds, "url": "",
+                             "annotations": [{"segment": [0.0, 1.0], "label": "A" if i % 2 else "B"}]}
+    ann.write_text(json.dumps({"version": "VERSION 1.3", "database": db}))
+    return root
+
+
+def ffmpeg_run(videos: list[Path], pin: str | None = None) -> float:
+    t = time.perf_counter()
+    for v in videos:
+        cmd = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-threads", "0", "-i", str(v), "-map", "0:v", "-vf", FFMPEG_VF,
+               "-vsync", "vfr", "-pix_fmt", "rgb24", "-f", "rawvideo", "/dev/null", "-map", "0:a",
+               "-ac", "1", "-ar", "16000", "-f", "f32le", "/dev/null"]
+        subprocess.run((["taskset", "-c", pin] if pin else []) + cmd, check=True)
+    return time.perf_counter() - t
+
+
+def l2l_run(root: Path, store: Path, workers: int, *, pin: str | None = None,
+            one_thread: bool = False) -> tuple[float, dict]:
+    """Wall seconds of the whole command, and its timing log."""
+    log = store.with_suffix(".timings.json")
+    env = dict(os.environ, L2L_TIMINGS=str(log), L2L_T0=repr(time.time()))
+    cmd = [sys.executable, "-c", "from l2l.cli.main import main; main()", "extract",
+           "--dataset", "activitynet", "--videos", str(root / "videos"), "--annotations",
+           str(root / "annotations.json"), "--store", str(store), "--stages", "decode,spectrogram",
+           "--device", "cpu", "--workers", str(workers), "--no-progress"]
+    if one_thread:
+        cmd += ["--set", "decode.threads=1"]
+    t = time.perf_counter()
+    env["L2L_T0"] = repr(time.time())
+    p = subprocess.run((["taskset", "-c", pin] if pin else []) + cmd, env=env, capture_output=True,
+                       text=True)
+    wall = time.perf_counter() - t
+    if p.returncode != 0 or "failed 0" not in p.stdout:
+        raise SystemExit(f"l2l extract failed ({p.returncode}): {p.stdout[-500:]} {p.stderr[-2000:]}")
+    timings = json.loads(log.read_text())
+    shutil.rmtree(store, ignore_errors=True)
+    log.unlink()
+    return wall, timings
+
+
+PARTS = [("before_extract", "start-up (interpreter, imports)"), ("setup", "store set-up"),
+         ("cluster_start", "cluster start"), ("worker_start", "worker start-up (imports, setup)"),
+         ("decode", "decode (sum over videos)"), ("spectrogram", "spectrogram (sum over videos)"),
+         ("write", "staging writes (sum over videos)"), ("commit", "commits")]
+
+
+def startup(t: dict) -> float:
+    """Seconds before the first shard can run."""
+    return sum(t.get(k, 0.0) for k in ("before_extract", "setup", "cluster_start", "worker_start"))
+
+
+def end_to_end(args, work: Path) -> tuple[str, dict]:
+    root = make_set(f"cli-{args.videos}x{args.seconds:.0f}s", args.videos, args.seconds)
+    videos = sorted((root / "videos").glob("*.mp4"))
+    configs = ["ffmpeg", "l2l-1", "l2l-2"]
+    walls = {c: [] for c in configs}
+    logs = {c: [] for c in configs}
+    for rep in range(args.reps):
+        order = configs[rep % 3:] + configs[:rep % 3]
+        for c in order:
+            if c == "ffmpeg":
+                walls[c].append(ffmpeg_run(videos))
+            else:
+                w, t = l2l_run(root, work / f"{c}-{rep}", int(c[-1]))
+                walls[c].append(w)
+                logs[c].append(t)
+            print(f"rep {rep + 1}: {c:7s} {walls[c][-1]:6.2f} s", flush=True)
+    med = {c: statistics.median(walls[c]) for c in configs}
+    moments = logs["l2l-1"][0]["moments"]
+    rows = [[c, f"{med[c]:.2f}", " ".join(f"{x:.2f}" for x in walls[c]),
+             f"{med['ffmpeg'] / med[c]:.2f}x" if c != "ffmpeg" else "1.00x"] for c in configs]
+    out = table(["run", "median s", "runs (s)", "speed vs FFmpeg"], rows)
+    brk = []
+    for key, label in PARTS:
+        vals = [f"{statistics.median([t.get(key, 0.0) for t in logs[c]]):.2f}" for c in ("l2l-1", "l2l-2")]
+        brk.append([label] + vals)
+    out += "\n\nBreakdown (median seconds; per-video parts are summed over videos, so with 2 " \
+           "workers they add up to more than the wall time):\n\n" + \
+        table(["part", "--workers 1", "--workers 2"], brk)
+    data = {"median": med, "moments": moments, "videos": len(videos),
+            "breakdown": {c: logs[c] for c in ("l2l-1", "l2l-2")}}
+    return out, data
+
+
+def scaling(args, work: Path) -> tuple[str, dict]:
+    root = make_set(f"cli-{args.scaling_videos}x{args.scaling_seconds:.0f}s", args.scaling_videos,
+                    args.scaling_seconds)
+    counts = [int(x) for x in args.workers_list.split(",")]
+    res = {n: [] for n in counts}
+    for rep in range(args.reps):
+        for n in (counts if rep % 2 == 0 else counts[::-1]):
+            pin = ",".join(str(i) for i in range(n))
+            w, t = l2l_run(root, work / f"scale-{n}-{rep}", n, pin=pin, one_thread=True)
+            steady = t["moments"] / max(1e-9, w - startup(t))
+            res[n].append((w, startup(t), steady))
+            print(f"rep {rep + 1}: {n} worker(s) on {n} core(s): {w:.2f} s, start-up "
+                  f"{startup(t):.2f} s, {steady:.0f} moments/s steady", flush=True)
+    base = statistics.median([r[2] for r in res[counts[0]]]) / counts[0]
+    rows = []
+    for n in counts:
+        steady = statistics.median([r[2] for r in res[n]])
+        rows.append([n, f"{statistics.median([r[0] for r in res[n]]):.2f}",
+                     f"{statistics.median([r[1] for r in res[n]]):.2f}", f"{steady:.0f}",
+                     f"{steady / (base * counts[0]):.2f}x", f"{steady / (base * n):.2f}"])
+    out = table(["workers (cores)", "wall s", "start-up s", "steady moments/s",
+                 f"vs {counts[0]} worker(s)", "efficiency (>= 0.8 wanted)"], rows)
+    return out, {"videos": args.scaling_videos, "seconds": args.scaling_seconds,
+                 "runs": {str(n): res[n] for n in counts}}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--videos", type=int, default=6, help="180 s videos for part 1")
+    ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--scaling-videos", type=int, default=40, help="videos for part 2 (>= 20 per worker)")
+    ap.add_argument("--scaling-seconds", type=float, default=20.0)
+    ap.add_argument("--workers-list", default="1,2", help="worker counts for part 2, pinned to as many cores")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--scaling-only", action="store_true")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    if not shutil.which("ffmpeg"):
+        raise SystemExit("ffmpeg is needed (to make the videos and as the reference)")
+    work = Path(tempfile.mkdtemp(prefix="l2l-bench-cli-"))
+    try:
+        parts, data = [], {}
+        if not args.scaling_only:
+            text, data["end_to_end"] = end_to_end(args, work)
+            print(text)
+            parts.append(f"End to end, {args.videos} videos of {args.seconds:.0f} s (320x240 "
+                         f"H.264 + AAC), median of {args.reps} interleaved runs:\n\n{text}")
+        text, data["scaling"] = scaling(args, work)
+        print(text)
+        parts.append(f"Steady-state scaling, {args.scaling_videos} videos of "
+                     f"{args.scaling_seconds:.0f} s, each worker count pinned to as many cores "
+                     f"(taskset), decoder threads 1, median of {args.reps}:\n\n{text}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not args.no_record:
+        section = "l2l extract end to end vs FFmpeg (bench_cli)" if not args.scaling_only else \
+            f"l2l extract scaling, workers {args.workers_list} (bench_cli)"
+        record(section, "\n\n".join(parts) + f"\n\n<!-- data: {json.dumps(data)} -->")
+
+
+if __name__ == "__main__":
+    main()
