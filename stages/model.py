@@ -198,7 +198,10 @@ class ModelStage(Stage):
             return self.forward_across(videos, sizes, device, b)
         for v, n, out in zip(videos, sizes, outs):
             for s in range(0, n, b):
-                x = [torch.from_numpy(np.ascontiguousarray(v[k][s:s + b])) for k in self.batch_inputs]
+                # float16 -> float32 by numpy (exact, and ~10x faster than torch's CPU cast)
+                x = [torch.from_numpy(np.ascontiguousarray(
+                    v[k][s:s + b], np.float32 if v[k].dtype == np.float16 else None))
+                    for k in self.batch_inputs]
                 got = self.forward(self.model, *self.prepare(*x))
                 for k in dims:
                     out[k][s:s + b] = got[k].float().numpy().astype(dtype)
