@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..datasets.base import ADAPTER_MODULES
 from .common import DATASET_OPTION, DEVICE, PROGRESS, fail, store_option
 
 STORE = store_option("--features", help="Feature store with the student's per-moment features "
@@ -67,7 +68,6 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
                classifier_lr_factor, weight_decay, crop, train_subset, val_subset, seed, device,
                resume, progress):
     """Train the skimming network on STORE's cached image/audio features."""
-    from ..core.errors import L2LError
     from ..training.skim import TrainConfig, train_skim as run
     if crop[0] < 1 or crop[1] < crop[0]:
         fail(f"--crop {crop[0]} {crop[1]}: need 1 <= MIN <= MAX")
@@ -81,7 +81,7 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
                              recognition_features=recognition_features, seed=seed)
         row = run(store_path, out_dir, student=student, config=config, device=device,
                   resume=resume, progress=progress, warn=lambda m: click.echo(m, err=True))
-    except (L2LError, ValueError) as e:
+    except ValueError as e:     # the skim model's config checks (l2l errors: cli.main)
         fail(str(e))
     summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items())
@@ -99,7 +99,7 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
               help="Seed of the RANDOM baseline.")
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Videos per forward pass.")
-@click.option("--dataset", "dataset_name", default=None,
+@click.option("--dataset", "dataset_name", type=click.Choice(sorted(ADAPTER_MODULES)), default=None,
               help="With --annotations: the data set's adapter, so that listed videos that "
                    "failed or were never extracted count as misses (the \"all listed\" row).")
 @click.option("--annotations", type=click.Path(exists=True, path_type=Path), default=None,
@@ -113,7 +113,6 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
 def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_name,
              annotations, videos, dataset_options, device, progress):
     """Skimming vs UNIFORM, RANDOM, DENSE and SALIENCY: accuracy, GFLOPs, trade-off plots."""
-    from ..core.errors import L2LError
     from ..evaluation.cost import UNIT_NOTE
     from ..evaluation.report import evaluate as run
     listed = None
@@ -127,7 +126,7 @@ def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_
             listed = {v.id: list(v.labels) for v in ds.subset(subset).videos}
         m = run(store_path, checkpoint, out_dir, subset=subset, seed=seed,
                 batch_size=batch_size, device=device, listed=listed, progress=progress)
-    except (L2LError, ValueError) as e:
+    except ValueError as e:     # the skim model's config checks (l2l errors: cli.main)
         fail(str(e))
     click.echo(f"{m['dataset']} / {m['subset']}: {m['num_videos']} extracted videos of "
                f"{m['num_listed']} listed; {UNIT_NOTE}")
@@ -145,19 +144,23 @@ def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_
 @click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of the video files (needed when the store keeps no frames).")
 @click.option("--id", "video_id", required=True, help="Video id in the store.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG to write.")
+@click.option("--png", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG file to write.")
+@click.option("--out", "old_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              hidden=True, help="Older spelling of --png (elsewhere --out is a folder).")
 @click.option("--steps", type=int, default=None, help="Stop after k steps (default: T).")
-def visualize(store_path, checkpoint, videos, video_id, out_file, steps):
+def visualize(store_path, checkpoint, videos, video_id, out_file, old_out, steps):
     """The moments the skim model picks above T uniform moments of one video, as a PNG."""
-    from ..core.errors import L2LError
+    if (out_file is None) == (old_out is None):
+        raise click.UsageError("give the PNG to write: --png FILE")
+    out_file = out_file or old_out
     from ..evaluation.visualize import visualize as run
     from ..models.skim import load_skim
     from ..store import open_store
     try:
         model, _ = load_skim(checkpoint)
         path = run(open_store(store_path), model, video_id, out_file, videos=videos, steps=steps)
-    except (L2LError, ValueError) as e:
+    except ValueError as e:     # the skim model's config checks (l2l errors: cli.main)
         fail(str(e))
     click.echo(f"wrote {path}")
 

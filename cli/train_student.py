@@ -55,7 +55,6 @@ def train_student(store_path, out_dir, objective, init, image_weights, audio_wei
                   milestones, gamma, kl_weight, temperature, subset, max_moments, seed, device,
                   progress):
     """Train the image and audio trunks, Psi and the classifier from STORE's cached moments."""
-    from ..core.errors import L2LError
     from ..training.student import TrainConfig, train_student as run
 
     try:
@@ -65,19 +64,15 @@ def train_student(store_path, out_dir, objective, init, image_weights, audio_wei
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        config = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
-                             momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                             milestones=ms, gamma=gamma, kl_weight=kl_weight,
-                             temperature=temperature, subset=None if subset == "all" else subset,
-                             max_moments=max_moments, seed=seed, image_weights=image_weights,
-                             audio_weights=audio_weights, audio_pool=audio_pool,
-                             init=None if init is None else str(init),
-                             teacher_weights=teacher_weights)
-        result = run(store_path, out_dir, config, device=device, progress=progress,
-                     log=click.echo)
-    except L2LError as e:
-        fail(str(e))
+    config = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
+                         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                         milestones=ms, gamma=gamma, kl_weight=kl_weight,
+                         temperature=temperature, subset=None if subset == "all" else subset,
+                         max_moments=max_moments, seed=seed, image_weights=image_weights,
+                         audio_weights=audio_weights, audio_pool=audio_pool,
+                         init=None if init is None else str(init),
+                         teacher_weights=teacher_weights)
+    result = run(store_path, out_dir, config, device=device, progress=progress, log=click.echo)
     click.echo(f"student {result['path']} (hash {result['hash']}, {result['epochs']} epochs)")
 
 

@@ -52,6 +52,7 @@ SLOW = (
     "test_models.py::test_teacher_local_weights_and_offline_error",                          # 3 s
     "test_synthetic.py::test_deterministic_for_a_seed_and_different_across_seeds",           # 3 s
     "test_models.py::test_student_output_shapes_and_dtypes",                                 # 3 s
+    "test_cli.py::test_a_piped_train_student_log_has_no_redraws",                             # 3-6 s
 )
 
 
