@@ -1,130 +1,134 @@
-"""Decode + spectrogram: l2l's decode stage against PyAV decoding every frame to RGB and against
-the ffmpeg command line doing the same work, side by side in one run.
+"""Decode: l2l's in-process decode (``stages.decode.decode_video``) against the ffmpeg command
+line doing the same work, side by side on the same files, with a breakdown of where l2l's time
+goes.
 
-For every video, each path produces the same things: every 16th frame as 112x112 RGB (short
-side resized, centre crop), audio as 16 kHz mono, cut into 1 s windows at the moments, and the
-(101, 40) log-mel of each window (the same ``log_mel`` call for all three, so the spectrogram
-cost is shared and the difference is in decoding).
+The reference is issue 10's command, one ``ffmpeg`` process per file::
 
-- ``l2l``: ``stages.decode.decode_video`` + ``stages.spectrogram.log_mel``.
-- ``pyav-every-frame``: the obvious PyAV loop: every frame ``to_ndarray(format="rgb24")`` at full
-  size, every 16th kept and resized with ``torch.nn.functional.interpolate``; audio resampled by
-  ``av.AudioResampler`` and collected whole.
-- ``ffmpeg-cli``: one ``ffmpeg`` process per video: ``select=not(mod(n,16)),scale,crop`` to raw
-  RGB and ``-ac 1 -ar 16000`` to raw float32 (files in a RAM disk), read back with numpy.  Shown
-  with and without the spectrogram.  Skipped, with a note, when ``ffmpeg`` is not installed.
+    ffmpeg -threads 0 -i V -map 0:v -vf "select=not(mod(n\\,16)),scale=112:112:
+      force_original_aspect_ratio=increase,crop=112:112" -vsync vfr -pix_fmt rgb24 -f rawvideo
+      /dev/null -map 0:a -ac 1 -ar 16000 -f f32le /dev/null
 
-Rates: moments/s and video-seconds/s on the wall clock, and video-seconds per CPU-second
-("per core": process + children CPU time, so decoder threads and ffmpeg are counted).  Every
-path runs on every video in each repetition, in rotating order; the best repetition of each
-path is reported.
+Rows (every row runs on every file in each repetition, in rotating order; the median of the
+repetitions is reported):
+- ``l2l decode``: ``decode_video`` (frames, times, audio windows), in this process;
+- ``ffmpeg CLI``: the command above (its process start included, as a user pays it);
+- ``pyav decode only`` and ``pyav decode + kept frames``: the floor for any PyAV reader (demux
+  and decode every packet of both streams, nothing else), then that plus converting the kept
+  frames; they split l2l's cost into decode / frame conversion / audio and the rest;
+- ``l2l decode + spectrogram``: plus ``stages.spectrogram.log_mel`` (what
+  ``bench_projection.py`` reads, in the "Decode + spectrogram" section).
+
+``--workers 1,2``: the l2l, ffmpeg and PyAV-floor rows again with N files decoded at once (N
+worker processes started before timing, N concurrent ffmpeg processes).  ``--threads``: decoder threads per process for the l2l and PyAV
+rows (0: FFmpeg's choice, as ``-threads 0``).  The speed ratio is ffmpeg's time over l2l's (1.0x:
+as fast as the command line; higher is faster), on the wall clock and per CPU-second (process
+plus children, so decoder threads and ffmpeg are counted; less sensitive to other load).
+
+Default files: issue 10's set, 6 videos of 180 s, 320x240 H.264 (``testsrc2``) + AAC 44.1 kHz
+stereo (``sine``), made once with ffmpeg under ``$L2L_BENCH_DATA``; ``--seconds 20`` for a quick
+run.  Without ffmpeg: the synthetic set, and the ffmpeg rows are skipped with a note.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record, synthetic_set, table  # noqa: E402
+from _common import DATA, record, synthetic_set, table  # noqa: E402
 
-from l2l.stages.decode import SAMPLE_RATE, decode_video, resize_crop_dims  # noqa: E402
-from l2l.stages.spectrogram import SpectrogramConfig, log_mel, mel_transform  # noqa: E402
+from l2l.core.grid import MOMENT_STRIDE  # noqa: E402
+from l2l.core.media import resize_crop_dims  # noqa: E402
+from l2l.stages.decode import DecodeConfig, decode_video  # noqa: E402
 
-STRIDE, SIZE = 16, 112
-CONF = SpectrogramConfig()
-TRANSFORM = None
-
-
-def spectrogram(waveform: np.ndarray) -> np.ndarray:
-    return log_mel(waveform, CONF, transform=TRANSFORM)
+THREADS = 0
+SPEC = None                      # (SpectrogramConfig, transform), made on first use
 
 
-def windows(audio: np.ndarray, times: np.ndarray, t0: float = 0.0) -> np.ndarray:
-    out = np.zeros((len(times), SAMPLE_RATE), np.float32)
-    for k, t in enumerate(times):
-        s = int(round((t - t0) * SAMPLE_RATE))
-        seg = audio[max(s, 0):max(s + SAMPLE_RATE, 0)]
-        off = max(0, -s)
-        out[k, off:off + len(seg)] = seg[:SAMPLE_RATE - off]
+def ffmpeg_set(seconds: float, count: int, width: int, height: int) -> Path:
+    """Issue 10's files (testsrc2 + sine, H.264 + AAC 44.1 kHz stereo), made once."""
+    out = DATA / f"testsrc2-{width}x{height}-{seconds:g}s"
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        f = out / f"v{i + 1}.mp4"
+        if not f.exists():
+            tmp = f.with_suffix(".part.mp4")
+            subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y",
+                            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=30",
+                            "-f", "lavfi", "-i", f"sine=frequency={250 + 50 * i}:sample_rate=44100",
+                            "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
+                            "-c:a", "aac", "-ac", "2", str(tmp)], check=True)
+            tmp.rename(f)
     return out
 
 
 def run_l2l(path: Path) -> int:
-    d = decode_video(path)
-    spectrogram(d["waveform"])
+    return len(decode_video(path, DecodeConfig(threads=THREADS))["times"])
+
+
+def run_l2l_spectrogram(path: Path) -> int:
+    global SPEC
+    from l2l.stages.spectrogram import SpectrogramConfig, log_mel, mel_transform
+    if SPEC is None:
+        conf = SpectrogramConfig()
+        SPEC = (conf, mel_transform(conf))
+    d = decode_video(path, DecodeConfig(threads=THREADS))
+    log_mel(d["waveform"], SPEC[0], transform=SPEC[1])
     return len(d["times"])
 
 
-def run_pyav_every_frame(path: Path) -> int:
+def _pyav_pass(path: Path, convert: bool) -> int:
     import av
-    import torch
-    import torch.nn.functional as F
-    frames, times, chunks = [], [], []
+    from av.video.reformatter import VideoReformatter
+    kept = 0
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
-        aus = c.streams.audio[0] if c.streams.audio else None
-        res = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if aus else None
-        n = 0
-        for packet in c.demux(*([vs] + ([aus] if aus else []))):
-            if packet.stream.type == "video":
-                for f in packet.decode():
-                    rgb = f.to_ndarray(format="rgb24")          # every frame, full size
-                    if n % STRIDE == 0:
-                        frames.append(rgb)
-                        times.append(float(f.time))
-                    n += 1
-            elif res is not None:
-                for af in packet.decode():
-                    for rf in res.resample(af):
-                        chunks.append(rf.to_ndarray().reshape(-1))
-        if res is not None:
-            for rf in res.resample(None):
-                chunks.append(rf.to_ndarray().reshape(-1))
-    h, w = frames[0].shape[:2]
-    rw, rh, x0, y0 = resize_crop_dims(w, h, SIZE)
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
-    x[:, :, y0:y0 + SIZE, x0:x0 + SIZE].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    spectrogram(windows(audio, np.asarray(times)))
-    return len(times)
+        if THREADS:
+            vs.codec_context.thread_count = THREADS
+        streams = [vs] + list(c.streams.audio[:1])
+        ref, n = VideoReformatter(), 0
+        rw, rh, x0, y0 = resize_crop_dims(vs.codec_context.width, vs.codec_context.height, 112)
+        for f in c.decode(*streams):
+            if type(f) is av.VideoFrame:
+                if n % MOMENT_STRIDE == 0:
+                    kept += 1
+                    if convert:
+                        ref.reformat(f, width=rw, height=rh, format="rgb24",
+                                     threads=1).to_ndarray()[y0:y0 + 112, x0:x0 + 112].copy()
+                n += 1
+    return kept
 
 
-def probe(path: Path) -> tuple[int, int]:
-    import av
-    with av.open(str(path)) as c:
-        return c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height
+def run_pyav_decode(path: Path) -> int:
+    return _pyav_pass(path, convert=False)
 
 
-def run_ffmpeg(path: Path, tmp: Path, with_spectrogram: bool = True) -> int:
-    w, h = probe(path)
-    rw, rh, x0, y0 = resize_crop_dims(w, h, SIZE)
-    vout, aout = tmp / "v.rgb", tmp / "a.f32"
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(path),
-                    "-map", "0:v:0", "-vf", f"select='not(mod(n\\,{STRIDE}))',scale={rw}:{rh},"
-                    f"crop={SIZE}:{SIZE}:{x0}:{y0}", "-fps_mode", "passthrough",
-                    "-pix_fmt", "rgb24", "-f", "rawvideo", str(vout),
-                    "-map", "0:a:0?", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", str(aout)],
+def run_pyav_frames(path: Path) -> int:
+    return _pyav_pass(path, convert=True)
+
+
+FFMPEG_VF = ("select=not(mod(n\\,16)),scale=112:112:force_original_aspect_ratio=increase,"
+             "crop=112:112")
+
+
+def run_ffmpeg(path: Path) -> int:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-threads", "0", "-i", str(path),
+                    "-map", "0:v", "-vf", FFMPEG_VF, "-vsync", "vfr", "-pix_fmt", "rgb24",
+                    "-f", "rawvideo", "/dev/null",
+                    "-map", "0:a", "-ac", "1", "-ar", "16000", "-f", "f32le", "/dev/null"],
                    check=True)
-    frames = np.fromfile(vout, np.uint8).reshape(-1, SIZE, SIZE, 3)
-    audio = np.fromfile(aout, np.float32) if aout.exists() else np.zeros(0, np.float32)
-    if with_spectrogram:
-        import av
-        with av.open(str(path)) as c:
-            fps = float(c.streams.video[0].average_rate)
-        spectrogram(windows(audio, np.arange(len(frames)) * STRIDE / fps))
-    return len(frames)
+    return 0
 
 
 def cpu_seconds() -> float:
@@ -132,80 +136,141 @@ def cpu_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _call(args):
+    name, path = args
+    return ROWS[name](Path(path))
+
+
+ROWS = {"l2l decode": run_l2l, "ffmpeg CLI": run_ffmpeg, "pyav decode only": run_pyav_decode,
+        "pyav decode + kept frames": run_pyav_frames, "l2l decode + spectrogram": run_l2l_spectrogram}
+
+
+MULTI = ("l2l decode", "ffmpeg CLI", "pyav decode only")    # rows also run with N workers
+
+
+def time_row(name: str, files: list[Path], workers: int, pool) -> tuple[float, float, int]:
+    """(wall s, CPU s or nan, moments) of one row over all files with ``workers`` at once."""
+    w0, c0 = time.perf_counter(), cpu_seconds()
+    if workers == 1:
+        moments = sum(ROWS[name](f) for f in files)
+    elif name == "ffmpeg CLI":
+        with ThreadPoolExecutor(workers) as ex:
+            moments = sum(ex.map(run_ffmpeg, files))
+    else:
+        moments = sum(pool.map(_call, [(name, str(f)) for f in files], chunksize=1))
+    wall = time.perf_counter() - w0
+    cpu = cpu_seconds() - c0 if workers == 1 or name == "ffmpeg CLI" else float("nan")
+    return wall, cpu, moments
+
+
 def duration(path: Path) -> float:
-    import av
-    with av.open(str(path)) as c:
-        return c.duration / 1e6
+    from l2l.core.media import container_duration
+    return container_duration(path) or 0.0
 
 
 def main():
-    global TRANSFORM
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--videos", type=Path, default=None,
-                    help="Folder of .mp4 files (default: a synthetic 320x240 set, made once).")
-    ap.add_argument("--size", default="320x240",
-                    help="WxH of the synthetic set (ignored with --videos); 640x360 is "
-                         "ActivityNet's most common size.")
-    ap.add_argument("--limit", type=int, default=8)
+    ap.add_argument("--videos", type=Path, default=None, help="Folder of .mp4 files to use instead.")
+    ap.add_argument("--size", default="320x240", help="WxH of the generated files.")
+    ap.add_argument("--seconds", type=float, default=180.0, help="Length of each generated file.")
+    ap.add_argument("--count", type=int, default=6, help="Number of files.")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workers", default="1", help="Comma list: files decoded at once, e.g. 1,2.")
+    ap.add_argument("--threads", type=int, default=0, help="Decoder threads per process (0: auto).")
+    ap.add_argument("--rows", default=",".join(ROWS), help="Comma list of rows to run.")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    import torch
-    torch.set_num_threads(1)
-    TRANSFORM = mel_transform(CONF)
-    sw, sh = (int(x) for x in args.size.lower().split("x"))
-    folder = args.videos or synthetic_set(f"videos-{sw}x{sh}", width=sw, height=sh) / "videos"
-    files = sorted(folder.glob("*.mp4"))[:args.limit]
+    THREADS = args.threads
     have_ffmpeg = shutil.which("ffmpeg") is not None
-    paths = {"l2l": run_l2l, "pyav-every-frame": run_pyav_every_frame}
-    tmp = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    if have_ffmpeg:
-        paths["ffmpeg-cli + spectrogram"] = lambda p: run_ffmpeg(p, tmp, True)
-        paths["ffmpeg-cli (decode only)"] = lambda p: run_ffmpeg(p, tmp, False)
+    sw, sh = (int(x) for x in args.size.lower().split("x"))
+    if args.videos:
+        folder = args.videos
+    elif have_ffmpeg:
+        folder = ffmpeg_set(args.seconds, args.count, sw, sh)
+    else:
+        folder = synthetic_set(f"videos-{sw}x{sh}", width=sw, height=sh) / "videos"
+    files = sorted(folder.glob("*.mp4"))[:args.count]
+    names = [r for r in args.rows.split(",") if r in ROWS and (have_ffmpeg or r != "ffmpeg CLI")]
+    workers = [int(w) for w in args.workers.split(",")]
     vsec = sum(duration(f) for f in files)
-    run_l2l(files[0])                                         # warm up imports and caches
-    best = {k: [float("inf"), float("inf"), 0] for k in paths}
-    names = list(paths)
-    for rep in range(args.reps):
-        acc = {k: [0.0, 0.0, 0] for k in paths}
-        for i, f in enumerate(files):
-            for k in names[i % len(names):] + names[:i % len(names)]:     # rotate the order
-                w0, c0 = time.perf_counter(), cpu_seconds()
-                m = paths[k](f)
-                acc[k][0] += time.perf_counter() - w0
-                acc[k][1] += cpu_seconds() - c0
-                acc[k][2] += m
-        for k, (w, c, m) in acc.items():
-            best[k] = [min(best[k][0], w), min(best[k][1], c), m]
-        print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{k} {acc[k][0]:.2f}s" for k in names),
-              flush=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    res = {k: {"wall": w, "cpu": c, "moments": m, "moments_s": m / w, "vsec_s": vsec / w,
-               "vsec_cpu": vsec / c} for k, (w, c, m) in best.items()}
-    ref = res["l2l"]
-    rows = []
-    for k, r in res.items():
-        rows.append([k, f"{r['moments_s']:.0f}", f"{r['vsec_s']:.1f}", f"{r['vsec_cpu']:.1f}",
-                     "1.00x" if k == "l2l" else f"{ref['moments_s'] / r['moments_s']:.2f}x",
-                     "1.00x" if k == "l2l" else f"{ref['vsec_cpu'] / r['vsec_cpu']:.2f}x"])
-    w, h = probe(files[0])
-    out = table(["path", "moments/s", "video-s/s", "video-s per CPU-s", "l2l speed-up (wall)",
-                 "l2l speed-up (per core)"], rows)
-    notes = [f"{len(files)} videos ({w}x{h} H.264 + AAC, {vsec:.0f} s of video, "
-             f"{ref['moments']} moments), best of {args.reps} interleaved repetitions; "
-             "torch 1 thread, decoders with their default threading."]
-    if not have_ffmpeg:
-        notes.append("ffmpeg columns SKIPPED: the `ffmpeg` command line is not installed "
-                     "(`apt-get install ffmpeg`); the project itself decodes with PyAV.")
-    print(out)
-    print("\n".join(notes))
-    print(json.dumps(res))
+    for name in names:                            # warm up imports, caches, the mel transform
+        if name != "ffmpeg CLI":
+            ROWS[name](files[0])
+    res: dict[str, dict] = {}
+    ctx = multiprocessing.get_context("spawn")     # fresh processes: nothing inherited mid-state
+    for w in workers:
+        pool = ctx.Pool(w) if w > 1 else None
+        if pool is not None:                      # start the workers before timing
+            pool.map(_call, [("l2l decode", str(files[0]))] * w, chunksize=1)
+        wnames = names if w == 1 else [k for k in names if k in MULTI]
+        got = {k: [] for k in wnames}
+        for rep in range(args.reps):
+            order = wnames[rep % len(wnames):] + wnames[:rep % len(wnames)]
+            for k in order:
+                got[k].append(time_row(k, files, w, pool))
+            print(f"workers {w} rep {rep + 1}/{args.reps}: "
+                  + ", ".join(f"{k} {got[k][-1][0]:.2f}s" for k in wnames), flush=True)
+        if pool is not None:
+            pool.close()
+        for k, runs in got.items():
+            wall = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[1] for r in runs)
+            m = max(r[2] for r in runs) or max(r[2] for r in got.get("l2l decode", [(0, 0, 0)]))
+            res[f"{k} | {w}"] = {"row": k, "workers": w, "wall": wall, "cpu": cpu, "moments": m,
+                                 "moments_s": m / wall, "vsec_s": vsec / wall,  # ffmpeg: l2l's count
+                                 "vsec_cpu": vsec / cpu if cpu == cpu else float("nan"),
+                                 "walls": [round(r[0], 3) for r in runs]}
+    out, data = report(res, names, workers, files, vsec, args, have_ffmpeg)
     if not args.no_record:
-        data = {k: {kk: round(vv, 4) for kk, vv in r.items()} for k, r in res.items()}
-        section = "Decode + spectrogram" + ("" if (w, h) == (320, 240) else f" at {w}x{h}")
-        record(section, out + "\n\n" + "\n".join(notes)
-               + f"\n\n<!-- data: {json.dumps(data)} -->")
+        suffix = "" if (sw, sh) == (320, 240) or args.videos else f" at {sw}x{sh}"
+        record("Decode vs the ffmpeg command line" + suffix, out + f"\n\n<!-- data: {json.dumps(data)} -->")
+        spec = res.get("l2l decode + spectrogram | 1")
+        if spec is not None:                      # what bench_projection.py reads
+            keep = {kk: round(spec[kk], 4) for kk in ("wall", "cpu", "moments", "moments_s", "vsec_s", "vsec_cpu")}
+            record("Decode + spectrogram" + suffix,
+                   f"l2l decode + spectrogram, one process: {spec['moments_s']:.0f} moments/s, "
+                   f"{spec['vsec_s']:.1f} video-s/s, {spec['vsec_cpu']:.1f} video-s per CPU-s "
+                   f"(median of {args.reps}; the full table is in \"Decode vs the ffmpeg command "
+                   f"line\").\n\n<!-- data: {json.dumps({'l2l': keep})} -->")
     return res
+
+
+def report(res, names, workers, files, vsec, args, have_ffmpeg):
+    rows = []
+    for w in workers:
+        ff = res.get(f"ffmpeg CLI | {w}")
+        for k in names:
+            r = res.get(f"{k} | {w}")
+            if r is None:
+                continue
+            ratio = lambda a, b: f"{a / b:.2f}x" if ff is not None and a == a and b == b else "-"
+            rows.append([k, w, f"{r['wall']:.2f}", f"{r['cpu']:.2f}" if r["cpu"] == r["cpu"] else "-",
+                         f"{r['moments_s']:.0f}", f"{r['vsec_s']:.1f}",
+                         ratio(ff["wall"], r["wall"]) if ff else "-",
+                         ratio(ff["cpu"], r["cpu"]) if ff else "-"])
+    out = table(["row", "workers", "wall s", "CPU s", "moments/s", "video-s/s",
+                 "speed vs ffmpeg (wall)", "speed vs ffmpeg (CPU)"], rows)
+    lines = [out, "", f"{len(files)} files ({Path(files[0]).parent.name}, {vsec:.0f} s of video), "
+             f"median of {args.reps} interleaved repetitions; decoder threads per process: "
+             f"{args.threads or 'auto'}.  Speed vs ffmpeg = ffmpeg's time / the row's time."]
+    one = {k: res.get(f"{k} | 1") for k in names}
+    if all(one.get(k) for k in ("l2l decode", "pyav decode only", "pyav decode + kept frames")):
+        dec, fr, l2l = (one[k]["cpu"] for k in ("pyav decode only", "pyav decode + kept frames", "l2l decode"))
+        parts = [f"demux + decode {dec:.2f} s", f"kept frames converted {fr - dec:+.2f} s",
+                 f"audio resample + windows + the rest {l2l - fr:+.2f} s"]
+        if one.get("l2l decode + spectrogram"):
+            parts.append(f"spectrogram {one['l2l decode + spectrogram']['cpu'] - l2l:+.2f} s")
+        lines += ["", "Breakdown of `l2l decode`, one process, CPU seconds (differences of the "
+                  "rows' medians, so noisy at the 0.1 s level): " + "; ".join(parts) + "."]
+    if not have_ffmpeg:
+        lines += ["", "ffmpeg rows SKIPPED: the `ffmpeg` command line is not installed."]
+    text = "\n".join(lines)
+    print(text)
+    data = {k: {kk: ((round(v, 4) if v == v else None) if isinstance(v, float) else v)
+                for kk, v in r.items()}
+            for k, r in res.items()}
+    return text, data
 
 
 if __name__ == "__main__":
