@@ -31,6 +31,7 @@ class DemoConfig:
     skim_epochs: int = 15
     skim_batch: int = 16
     skim_lr: float = 0.01
+    skim_min_steps: int | None = None  # train-skim --min-steps (None: its default)
     steps: int = 3                    # T: the demo compares skim and uniform at 3 moments
     device: str = "auto"
 
@@ -53,12 +54,13 @@ def demo_commands(out: Path, c: DemoConfig = DemoConfig()) -> list[list[str]]:
          "--milestones", str(c.student_epochs), "--device", c.device, "--seed", str(c.seed),
          "--image-weights", "random", "--audio-weights", "random"],
         extract + ["--student", str(student)],
-        ["train-skim", "--features", str(store), "--out", str(skim), "--student", str(student),
+        ["train-skim", "--store", str(store), "--out", str(skim), "--student", str(student),
          "--steps", str(c.steps), "--epochs", str(c.skim_epochs), "--batch-size", str(c.skim_batch),
-         "--lr", str(c.skim_lr), "--device", c.device],
-        ["visualize", "--features", str(store), "--checkpoint", str(skim), "--videos", str(videos),
-         "--id", "{first_validation_video}", "--out", str(out / "picks.png")],
-        ["evaluate", "--features", str(store), "--checkpoint", str(skim), "--subset", "validation",
+         "--lr", str(c.skim_lr), "--device", c.device]
+        + ([] if c.skim_min_steps is None else ["--min-steps", str(c.skim_min_steps)]),
+        ["visualize", "--store", str(store), "--checkpoint", str(skim), "--videos", str(videos),
+         "--id", "{first_validation_video}", "--png", str(out / "picks.png")],
+        ["evaluate", "--store", str(store), "--checkpoint", str(skim), "--subset", "validation",
          "--out", str(ev)],
     ]
 

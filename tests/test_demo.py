@@ -18,7 +18,8 @@ def test_demo_commands_are_the_documented_ones(tmp_path):
 
 def test_tiny_demo_end_to_end(tmp_path):
     cfg = DemoConfig(classes=2, videos_per_class=3, duration=(6.0, 7.0), student_epochs=1,
-                     student_moments=16, student_batch=8, skim_epochs=2, skim_batch=4, device="cpu")
+                     student_moments=16, student_batch=8, skim_epochs=2, skim_batch=4, skim_min_steps=0,
+                     device="cpu")
     lines = []
     report = run_demo(tmp_path, cfg, run=run_in_process, echo=lines.append)
     assert report == tmp_path / "eval" / "report.md" and report.is_file()
