@@ -70,6 +70,10 @@ def test_a_store_path_that_is_a_file(small, tmp_path):
     for args in (["store", "info", f], ["store", "verify", f], ["train-student", "--store", f,
                                                                   "--out", tmp_path / "s"]):
         one_error_line(args, str(f))
+    h5 = tmp_path / "junk.h5"                   # a file with the HDF5 suffix that is not HDF5
+    h5.write_text("not hdf5")
+    one_error_line(_extract_args(small, h5), str(h5))
+    one_error_line(["evaluate", "--store", h5, "--checkpoint", h5, "--out", tmp_path / "e"], str(h5))
 
 
 def test_a_checkpoint_that_is_not_one(small, tmp_path):
@@ -80,6 +84,10 @@ def test_a_checkpoint_that_is_not_one(small, tmp_path):
                     "--out", tmp_path / "ev"], str(bogus))
     one_error_line(["train-skim", "--store", small["store"], "--student", bogus,
                     "--out", tmp_path / "sk", "--epochs", "1", "--no-progress"], str(bogus))
+    one_error_line(["train-student", "--store", small["store"], "--out", tmp_path / "st",
+                    "--init", bogus, "--epochs", "1", "--objective", "classify"], str(bogus))
+    one_error_line(["visualize", "--store", small["store"], "--checkpoint", bogus, "--id", "a",
+                    "--png", tmp_path / "p.png"], str(bogus))
 
 
 @pytest.mark.parametrize("content", [None, b"{\"database\": ", b"\xff\xfe\x00garbage"],
