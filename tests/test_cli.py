@@ -134,7 +134,7 @@ def test_the_store_is_store_everywhere_and_out_is_a_folder():
                 for o in p.opts}
         if name != "extract":
             assert "--features" not in opts or opts["--features"] is opts.get("--store"), name
-        if name.startswith(("train-", "evaluate", "extract")) or name.startswith("store "):
+        if name.startswith(("train-", "evaluate", "extract", "visualize", "store ")):
             assert "--store" in opts, name
         if "--out" in opts:
             t = opts["--out"].type
