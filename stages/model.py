@@ -12,9 +12,10 @@ What is here, shared by those stages:
 - **Batched forward passes** (``run_batch``).  On CPU, each video goes through in fixed chunks of
   ``batch_size`` from its first row, so its numbers equal ``run`` on it alone, bitwise, whatever
   else is in the batch.  On CUDA, rows of all the videos are cut into full batches (the last one
-  padded, so every pass has the same shape): uint8/float16 inputs are staged in pinned memory,
-  copied on a side stream (batch k+1's copy overlaps batch k's compute), converted and
-  normalised on the GPU, and the outputs come back in one copy per call.
+  zero-padded to a power of two, so passes come in few shapes): uint8/float16 inputs are
+  staged in pinned memory, copied on a side stream (batch k+1's copy overlaps batch k's
+  compute), converted and normalised on the GPU, and the outputs come back in one copy per
+  call.  GPU numbers are not bitwise those of the CPU (another key, see ``for_device``).
 
 Not here: what a stage computes (``prepare``/``forward`` in ``stages/features.py`` and
 ``stages/teacher.py``) or its model (``models/``).
@@ -208,10 +209,11 @@ class ModelStage(Stage):
         return None
 
     def forward_across(self, videos, sizes, device: str, b: int) -> dict[str, np.ndarray]:
-        """All rows of all ``videos``, in order, cut into forward passes of exactly ``b`` rows
-        (the last padded with zeros): name -> (sum(sizes), D) array in ``config.dtype``.  On
-        CUDA with pinned staging and a copy stream; elsewhere the same arithmetic, plainly (what
-        the CPU tests check).  Call inside inference mode and autocast."""
+        """All rows of all ``videos``, in order, cut into forward passes of ``b`` rows (the last
+        zero-padded to the next power of two, at most ``b``: few shapes for cuDNN's autotuning
+        and ``torch.compile``, little waste on a short tail): name -> (sum(sizes), D) array in
+        ``config.dtype``.  On CUDA with pinned staging and a copy stream; elsewhere the same
+        arithmetic, plainly (what the CPU tests check).  Call inside inference mode/autocast."""
         import torch
         dev = torch.device(device)
         cuda = dev.type == "cuda"
@@ -250,22 +252,26 @@ class ModelStage(Stage):
                 a = t.numpy()
                 for i, s, e, o in pieces:
                     a[o:o + e - s] = videos[i][k][s:e]
-                a[rows:] = 0
+                a[rows:padded(rows)] = 0
             if cuda:
                 with torch.cuda.stream(copier):
                     if computed[slot] is not None:   # the device buffer's last batch is done
                         copier.wait_event(computed[slot])
+                    p = padded(rows)
                     for src, dst in zip(host[slot], on_dev[slot]):
-                        dst.copy_(src, non_blocking=True)
+                        dst[:p].copy_(src[:p], non_blocking=True)
                     copied[slot] = torch.cuda.Event()
                     copied[slot].record(copier)
+
+        def padded(rows: int) -> int:
+            return min(b, 1 << max(0, rows - 1).bit_length())
 
         stage(0)
         for j, (_, rows) in enumerate(batches):
             slot = j % slots
             if cuda:
                 compute.wait_event(copied[slot])
-            got = self.forward(self.model, *self.prepare(*on_dev[slot]))
+            got = self.forward(self.model, *self.prepare(*(t[:padded(rows)] for t in on_dev[slot])))
             for k in dims:
                 result[k][j * b:j * b + rows] = got[k][:rows].float().to(odtype)
             if cuda:
