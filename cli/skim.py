@@ -145,7 +145,7 @@ def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_
               default=None, help="Folder of the video files (needed when the store keeps no frames).")
 @click.option("--id", "video_id", required=True, help="Video id in the store.")
 @click.option("--png", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG file to write.")
+              help="PNG file to write (required).")
 @click.option("--out", "old_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               hidden=True, help="Older spelling of --png (elsewhere --out is a folder).")
 @click.option("--steps", type=int, default=None, help="Stop after k steps (default: T).")
