@@ -23,8 +23,8 @@ from ..core.errors import L2LError
 from ..datasets.base import Dataset, VideoRecord
 from ..stages import STAGES, Stage
 from ..store import create_store
-from .work import (Outcome, ensure_setup, known_failure, process_shard,  # noqa: F401
-                   process_video, stage_device)
+from .work import (Outcome, ensure_setup, known_failure, prepare,  # noqa: F401
+                   process_shard, process_video, stage_device)
 
 DEFAULT_STAGES = ("decode", "spectrogram")
 COMMIT_EVERY = 64            # videos between periodic commits (a crash loses at most these)
@@ -161,10 +161,12 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
         _record_store_info(store, dataset, stages)
         if cluster is None and scheduler is None:    # load models here: a missing weight file
             for stage in stages:                     # stops the run with one line (workers
-                try:                                 # check it at start-up)
-                    ensure_setup(stage, device)
-                except (OSError, ValueError, RuntimeError) as e:
-                    raise ConfigError(f"stage {stage.name}: {' '.join(str(e).split())}") from None
+                if stage.uses_gpu:                   # check it at start-up); the other stages
+                    try:                             # are set up in the background
+                        ensure_setup(stage, device)
+                    except (OSError, ValueError, RuntimeError) as e:
+                        raise ConfigError(f"stage {stage.name}: {' '.join(str(e).split())}") from None
+            prepare(stages, device)
         videos = list(dataset.subset(subset).videos)
         if limit is not None:
             videos = videos[:limit]

@@ -43,7 +43,7 @@ from ..core.errors import L2LError
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
-from .work import BATCH_MOMENTS, Outcome, ensure_setup, process_shard, store_for
+from .work import BATCH_MOMENTS, Outcome, prepare, process_shard, store_for
 
 SHARD_VIDEOS = 16            # most videos per dask task
 SERIAL_SHARD_VIDEOS = 4      # videos per shard in the serial runner (one parcel, one segment)
@@ -184,7 +184,10 @@ def _stages_here(blob: bytes) -> list[Stage]:
 
 
 def _set_threads(threads: int) -> None:
-    if "torch" in sys.modules:               # only when a stage already needs torch
+    """Torch threads per task: set now if torch is imported, else when it is (OpenMP reads
+    ``OMP_NUM_THREADS`` at torch's import).  Torch is not imported for it."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
         import torch
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -195,10 +198,9 @@ def _start_worker(blob: bytes, device: str, threads: int) -> tuple[str, float]:
     ("", seconds) or (one line naming the cause, seconds)."""
     t = time.perf_counter()
     try:
-        stages = _stages_here(blob)
-        for s in stages:
-            ensure_setup(s, device)
         _set_threads(threads)
+        stages = _stages_here(blob)
+        prepare(stages, device)              # models now; the rest while the first shard runs
     except BaseException as e:               # noqa: BLE001 - reported as one line
         return (" ".join(f"{type(e).__name__}: {e}".split()), time.perf_counter() - t)
     return ("", time.perf_counter() - t)

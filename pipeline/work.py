@@ -16,6 +16,7 @@ Not here: where the shards run (``runner.py``) or the data-set loop and commits 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any, Sequence
 
@@ -50,11 +51,41 @@ def stage_device(stage: Stage, device: str) -> str:
 
 def ensure_setup(stage: Stage, device: str) -> None:
     """``stage.setup`` once per process and stage object (the runner keeps one object per
-    stage per process, so a model is loaded once per worker, not per video)."""
+    stage per process, so a model is loaded once per worker, not per video).  Waits for a
+    set-up ``prepare`` started in the background (and raises its error, if any)."""
     key = (id(stage), stage.config_hash, stage_device(stage, device))
+    pending = _PENDING.pop(key, None)
+    if pending is not None:
+        pending.result()
     if key not in _SETUP:
-        stage.setup(stage_device(stage, device))
-        _SETUP[key] = stage                  # (holding it keeps its id from being reused)
+        _setup_now(stage, device, key)
+
+
+def _setup_now(stage: Stage, device: str, key: tuple) -> None:
+    stage.setup(stage_device(stage, device))
+    _SETUP[key] = stage                      # (holding it keeps its id from being reused)
+
+
+_PENDING: dict[tuple, Any] = {}
+_POOL: list = []
+
+
+def prepare(stages: Sequence[Stage], device: str) -> None:
+    """Set the stages up: model stages now (a missing weights file stops the run before any
+    work), the others in a background thread, so that their imports (torch, for the
+    spectrogram) overlap the first decode instead of delaying it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for stage in stages:
+        if stage.uses_gpu:
+            ensure_setup(stage, device)
+    if not _POOL or _POOL[0][0] != os.getpid():   # a forked worker has no thread of ours
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="l2l-setup"))]
+        _PENDING.clear()
+    for stage in stages:
+        key = (id(stage), stage.config_hash, stage_device(stage, device))
+        if not stage.uses_gpu and key not in _SETUP and key not in _PENDING:
+            _PENDING[key] = _POOL[0][1].submit(_setup_now, stage, device, key)
 
 
 _STORES: dict[str, Any] = {}
