@@ -15,8 +15,8 @@ repetitions is reported):
 - ``pyav decode only`` and ``pyav decode + kept frames``: the floor for any PyAV reader (demux
   and decode every packet of both streams, nothing else), then that plus converting the kept
   frames; they split l2l's cost into decode / frame conversion / audio and the rest;
-- ``l2l decode + spectrogram``: plus ``stages.spectrogram.log_mel`` (what
-  ``bench_projection.py`` reads, in the "Decode + spectrogram" section).
+- ``l2l decode + spectrogram``: plus ``stages.spectrogram.log_mel`` (recorded, for the synthetic
+  set, in the "Decode + spectrogram" section that ``bench_projection.py`` reads).
 
 ``--workers 1,2``: the l2l, ffmpeg and PyAV-floor rows again with N files decoded at once (N
 worker processes started before timing, N concurrent ffmpeg processes).  ``--threads``: decoder threads per process for the l2l and PyAV
@@ -26,7 +26,9 @@ plus children, so decoder threads and ffmpeg are counted; less sensitive to othe
 
 Default files: issue 10's set, 6 videos of 180 s, 320x240 H.264 (``testsrc2``) + AAC 44.1 kHz
 stereo (``sine``), made once with ffmpeg under ``$L2L_BENCH_DATA``; ``--seconds 20`` for a quick
-run.  Without ffmpeg: the synthetic set, and the ffmpeg rows are skipped with a note.
+run.  ``--set synthetic``: ``l2l make-synthetic``'s 8 videos of 20-40 s instead (busier pictures;
+the "Decode + spectrogram" section that ``bench_projection.py`` reads comes from this set only).
+Without ffmpeg: the synthetic set, and the ffmpeg rows are skipped with a note.
 """
 from __future__ import annotations
 
@@ -137,8 +139,11 @@ def cpu_seconds() -> float:
 
 
 def _call(args):
+    """In a worker process: (moments, CPU seconds of this process, its threads included)."""
     name, path = args
-    return ROWS[name](Path(path))
+    c0 = time.process_time()
+    m = ROWS[name](Path(path))
+    return m, time.process_time() - c0
 
 
 ROWS = {"l2l decode": run_l2l, "ffmpeg CLI": run_ffmpeg, "pyav decode only": run_pyav_decode,
@@ -149,7 +154,8 @@ MULTI = ("l2l decode", "ffmpeg CLI", "pyav decode only")    # rows also run with
 
 
 def time_row(name: str, files: list[Path], workers: int, pool) -> tuple[float, float, int]:
-    """(wall s, CPU s or nan, moments) of one row over all files with ``workers`` at once."""
+    """(wall s, CPU s, moments) of one row over all files with ``workers`` at once (CPU: this
+    process and its children, or the sum of the workers' own process times)."""
     w0, c0 = time.perf_counter(), cpu_seconds()
     if workers == 1:
         moments = sum(ROWS[name](f) for f in files)
@@ -157,10 +163,10 @@ def time_row(name: str, files: list[Path], workers: int, pool) -> tuple[float, f
         with ThreadPoolExecutor(workers) as ex:
             moments = sum(ex.map(run_ffmpeg, files))
     else:
-        moments = sum(pool.map(_call, [(name, str(f)) for f in files], chunksize=1))
-    wall = time.perf_counter() - w0
-    cpu = cpu_seconds() - c0 if workers == 1 or name == "ffmpeg CLI" else float("nan")
-    return wall, cpu, moments
+        got = pool.map(_call, [(name, str(f)) for f in files], chunksize=1)
+        wall = time.perf_counter() - w0
+        return wall, sum(g[1] for g in got), sum(g[0] for g in got)
+    return time.perf_counter() - w0, cpu_seconds() - c0, moments
 
 
 def duration(path: Path) -> float:
@@ -172,9 +178,14 @@ def main():
     global THREADS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=Path, default=None, help="Folder of .mp4 files to use instead.")
+    ap.add_argument("--set", choices=["testsrc2", "synthetic"], default="testsrc2",
+                    help="Generated files: issue 10's testsrc2 set (default) or `l2l make-synthetic`'s "
+                         "(8 videos of 20-40 s; what the \"Decode + spectrogram\" section and "
+                         "bench_projection.py use).")
     ap.add_argument("--size", default="320x240", help="WxH of the generated files.")
     ap.add_argument("--seconds", type=float, default=180.0, help="Length of each generated file.")
-    ap.add_argument("--count", type=int, default=6, help="Number of files.")
+    ap.add_argument("--count", type=int, default=None,
+                    help="Number of files (default 6; 8 with --set synthetic).")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", default="1", help="Comma list: files decoded at once, e.g. 1,2.")
     ap.add_argument("--threads", type=int, default=0, help="Decoder threads per process (0: auto).")
@@ -184,13 +195,15 @@ def main():
     THREADS = args.threads
     have_ffmpeg = shutil.which("ffmpeg") is not None
     sw, sh = (int(x) for x in args.size.lower().split("x"))
+    synthetic = args.set == "synthetic" or not (args.videos or have_ffmpeg)
+    count = args.count or (8 if synthetic else 6)
     if args.videos:
         folder = args.videos
-    elif have_ffmpeg:
-        folder = ffmpeg_set(args.seconds, args.count, sw, sh)
+    elif not synthetic:
+        folder = ffmpeg_set(args.seconds, count, sw, sh)
     else:
         folder = synthetic_set(f"videos-{sw}x{sh}", width=sw, height=sh) / "videos"
-    files = sorted(folder.glob("*.mp4"))[:args.count]
+    files = sorted(folder.glob("*.mp4"))[:count]
     names = [r for r in args.rows.split(",") if r in ROWS and (have_ffmpeg or r != "ffmpeg CLI")]
     workers = [int(w) for w in args.workers.split(",")]
     vsec = sum(duration(f) for f in files)
@@ -224,9 +237,10 @@ def main():
     out, data = report(res, names, workers, files, vsec, args, have_ffmpeg)
     if not args.no_record:
         suffix = "" if (sw, sh) == (320, 240) or args.videos else f" at {sw}x{sh}"
-        record("Decode vs the ffmpeg command line" + suffix, out + f"\n\n<!-- data: {json.dumps(data)} -->")
+        name = "Decode vs the ffmpeg command line" + suffix + (", synthetic set" if synthetic else "")
+        record(name, out + f"\n\n<!-- data: {json.dumps(data)} -->")
         spec = res.get("l2l decode + spectrogram | 1")
-        if spec is not None:                      # what bench_projection.py reads
+        if spec is not None and synthetic and not args.videos:    # what bench_projection.py reads
             keep = {kk: round(spec[kk], 4) for kk in ("wall", "cpu", "moments", "moments_s", "vsec_s", "vsec_cpu")}
             record("Decode + spectrogram" + suffix,
                    f"l2l decode + spectrogram, one process: {spec['moments_s']:.0f} moments/s, "
@@ -251,7 +265,9 @@ def report(res, names, workers, files, vsec, args, have_ffmpeg):
                          ratio(ff["cpu"], r["cpu"]) if ff else "-"])
     out = table(["row", "workers", "wall s", "CPU s", "moments/s", "video-s/s",
                  "speed vs ffmpeg (wall)", "speed vs ffmpeg (CPU)"], rows)
-    lines = [out, "", f"{len(files)} files ({Path(files[0]).parent.name}, {vsec:.0f} s of video), "
+    where = Path(files[0]).parent
+    where = where.relative_to(DATA) if where.is_relative_to(DATA) else where
+    lines = [out, "", f"{len(files)} files ({where}, {vsec:.0f} s of video), "
              f"median of {args.reps} interleaved repetitions; decoder threads per process: "
              f"{args.threads or 'auto'}.  Speed vs ffmpeg = ffmpeg's time / the row's time."]
     one = {k: res.get(f"{k} | 1") for k in names}
