@@ -30,7 +30,7 @@ def main() -> None:
             "meta": {"id": vid, "labels": ["Long jump"], "subset": "training", "duration": 117.3,
                      "fps": 29.97, "num_moments": 220, "has_audio": True,
                      "source": f"/data/activitynet/videos/v_{vid}.mp4"},
-            "fields": {n: {"seg": "000123", "arr": n, "start": 220 * i, "stop": 220 * i + 220,
+            "fields": {n: {"seg": "000123-3f2a9c1b7d4e", "arr": n, "start": 220 * i, "stop": 220 * i + 220,
                            "key": "0123456789abcdef", "upstream": {"source": "0123456789abcdef"},
                            "rec": "0123456789abcdef", "shape": [220, 512], "dtype": "float16",
                            "crc": "deadbeef"} for n in FIELDS}}

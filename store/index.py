@@ -68,11 +68,22 @@ def parcel_digest(videos: list[dict]) -> str:
                                 for f, r in v["records"].items())] for v in videos])
 
 
+def shallow_copy(idx: dict) -> dict:
+    """A copy of the index whose tables may be changed by ``apply_commit`` without touching
+    ``idx`` (a deep copy of a 20,000-video index would cost seconds per commit)."""
+    new = dict(idx)
+    for k in ("videos", "records", "failures", "info"):
+        new[k] = dict(idx[k])
+    return new
+
+
 def apply_commit(idx: dict, parcels, segs: dict[str, str], skip: set, bad: set) -> None:
     """Fold ``parcels`` ([(name, attrs)], in commit order) into ``idx``: failures are recorded;
     each video of a put parcel points its fields at rows ``rec["arr"], rec["start"]:rec["stop"]``
     of segment ``segs[name]``.  A (parcel, video id) in ``skip`` (superseded by a later put) is
-    left out; one in ``bad`` (failed its checksum) becomes a failure instead."""
+    left out; one in ``bad`` (failed its checksum) becomes a failure instead.  Only the top-level
+    tables and the entries it changes are replaced, never mutated (``shallow_copy`` shares the
+    rest with the index readers hold)."""
     for pname, a in parcels:
         if a.get("kind") == "failure":
             f = a["failure"]
@@ -88,10 +99,9 @@ def apply_commit(idx: dict, parcels, segs: dict[str, str], skip: set, bad: set) 
                                         "reason": "staged arrays failed their checksum; re-extract",
                                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 continue
-            entry = idx["videos"].get(vid)
-            if entry is None or v["replace"]:
-                entry = idx["videos"][vid] = {"meta": meta, "fields": {}}
-            entry["meta"] = meta
+            entry = idx["videos"].get(vid)        # a new entry (the old one may be shared)
+            fields = {} if entry is None or v["replace"] else dict(entry["fields"])
+            entry = idx["videos"][vid] = {"meta": meta, "fields": fields}
             for field, rec in v["records"].items():
                 shared = {"stage": rec["stage"], "config": rec["config"], "versions": rec["versions"]}
                 rid = stable_hash(shared)

@@ -36,7 +36,7 @@ import numpy as np
 
 from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Problem, Put, Store, StoreError,
                    VideoMeta)
-from .index import apply_commit, checksum, pack, parcel_digest
+from .index import apply_commit, checksum, pack, parcel_digest, shallow_copy
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
 TMP_MAX_AGE = 3600.0         # seconds after which a temporary left by a killed writer is removed
@@ -329,7 +329,7 @@ class PackedStore(Store):
                         seg += "x"
                 segs[pname] = seg
                 taken.add(seg)
-        new = json.loads(json.dumps(idx))
+        new = shallow_copy(idx)
         new["generation"] = gen
         new["consumed"] = [n for n, _ in parcels]
         apply_commit(new, parcels, segs, skip, bad)

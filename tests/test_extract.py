@@ -129,3 +129,26 @@ def test_store_info_and_hdf5_export_cli(activitynet_set):
     assert h.ids() == open_store(store).ids()
     assert np.array_equal(h.read_many(["logmel"]).arrays["logmel"],
                           open_store(store).read_many(["logmel"]).arrays["logmel"])
+
+
+def test_a_store_path_that_is_a_file_is_one_line(activitynet_set):
+    root, vids, ann = activitynet_set
+    f = root / "notes.txt"
+    f.write_text("not a store")
+    r = CliRunner().invoke(main, ["extract", "--dataset", "activitynet", "--videos", str(vids),
+                                  "--annotations", str(ann), "--store", str(f), "--no-progress"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(f) in lines[0] and "not an l2l feature store" in lines[0]
+    assert f.read_text() == "not a store"
+
+
+def test_backend_asked_for_is_recorded_whatever_the_suffix(activitynet_set):
+    root, vids, ann = activitynet_set
+    r = CliRunner().invoke(main, ["extract", "--dataset", "activitynet", "--videos", str(vids),
+                                  "--annotations", str(ann), "--store", str(root / "x.h5"),
+                                  "--backend", "zarr", "--stages", "decode", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["store", "verify", str(root / "x.h5")])
+    assert r.exit_code == 0 and "OK (3 videos verified)" in r.output, r.output
+    assert open_store(root / "x.h5").backend == "zarr"
