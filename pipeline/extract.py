@@ -149,11 +149,11 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     t0 = time.perf_counter()
     summary = Summary()
     device = resolve_device(device, stages)
-    stages = [s.for_device(stage_device(s, device)) for s in stages]
     embedded = scheduler is None and workers > 1
     cluster = runner.start_cluster(workers, device=device, stages=stages) if embedded else None
     try:
         t = time.perf_counter()
+        stages = [s.for_device(stage_device(s, device)) for s in stages]
         store = create_store(store_path, backend)
         c = time.perf_counter()
         store.commit()                               # fold anything a crashed run left staged
