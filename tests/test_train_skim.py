@@ -139,6 +139,36 @@ def test_resume_continues_and_refuses_other_options(store, tmp_path):
         train_skim(store, tmp_path / "r", config=other, device="cpu", progress=False, resume=True)
 
 
+def test_long_runs_checkpoint_every_few_epochs_and_resume_exactly(tmp_path):
+    """50 short epochs write a checkpoint every 2nd epoch; a run stopped after epoch 5 resumes
+    from epoch 4, its log holds each epoch once, and it ends with the uninterrupted weights."""
+    tiny = small_store(tmp_path / "tiny.h5", n_train=4, n_val=2, seed=3)
+    cfg = TrainConfig(steps=1, epochs=50, crop_min=5, crop_max=10, min_steps=0)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_5(row, **_):
+        ck = tmp_path / "r" / "checkpoint.pt"
+        seen.append(load_skim(ck)[1]["epoch"] if ck.exists() else 0)
+        if row["epoch"] == 5:
+            raise Stop
+    with pytest.raises(Stop):
+        train_skim(tiny, tmp_path / "r", config=cfg, device="cpu", progress=False,
+                   callbacks=[stop_after_5], warn=lambda m: None)
+    assert seen == [0, 2, 2, 4, 4], seen
+    train_skim(tiny, tmp_path / "r", config=cfg, device="cpu", progress=False, resume=True,
+               warn=lambda m: None)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 51))
+    train_skim(tiny, tmp_path / "whole", config=cfg, device="cpu", progress=False,
+               warn=lambda m: None)
+    resumed, whole = load_skim(tmp_path / "r")[0], load_skim(tmp_path / "whole")[0]
+    for (k, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_bad_inputs_get_one_clear_line(store, tmp_path):
     no_audio = small_store(tmp_path / "img.h5", n_train=3, n_val=0, names=("image",))
     with pytest.raises(SkimError, match="audio") as e:

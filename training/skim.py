@@ -124,13 +124,16 @@ class CsvLog:
 
 
 class Checkpointer:
-    """Writes ``checkpoint.pt`` (atomically) after every epoch: everything needed to resume
-    and to evaluate."""
+    """Writes ``checkpoint.pt`` (atomically): everything needed to resume and to evaluate.
+    After every ``every``-th epoch and the last (``last``); a long run on a small set (hundreds
+    of short epochs) so writes about 25 checkpoints, not hundreds."""
 
-    def __init__(self, path: Path, static: dict):
-        self.path, self.static = path, static
+    def __init__(self, path: Path, static: dict, *, every: int = 1, last: int | None = None):
+        self.path, self.static, self.every, self.last = path, static, max(1, every), last
 
     def __call__(self, row: dict, *, model, optimizer, scheduler, **_) -> None:
+        if row["epoch"] % self.every and row["epoch"] != self.last:
+            return
         obj = {**self.static, "epoch": row["epoch"], "state_dict": model.state_dict(),
                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                "last": row}
@@ -260,10 +263,12 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start = ck["epoch"]
+        _drop_rows_after(out / "log.csv", start)   # epochs run after it are run again
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({k: v for k, v in static.items()
                                                  if k != "head"}, indent=2))
-    callbacks = [CsvLog(out / "log.csv"), Checkpointer(ck_path, static), *callbacks]
+    callbacks = [CsvLog(out / "log.csv"),
+                 Checkpointer(ck_path, static, every=max(1, epochs // 25), last=epochs), *callbacks]
 
     row = {}
     for epoch in range(start, epochs):
@@ -304,6 +309,19 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
         for cb in callbacks:
             cb(row, model=model, optimizer=opt, scheduler=sched)
     return row
+
+
+def _drop_rows_after(path: Path, epoch: int) -> None:
+    """Keep the rows of ``log.csv`` up to ``epoch`` (the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and int(rows[-1]["epoch"]) > epoch:
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(r for r in rows if int(r["epoch"]) <= epoch)
 
 
 def fit_recognizer(linear: torch.nn.Linear, data: FeatureSet, name: str, *, device, seed: int,
