@@ -273,7 +273,6 @@ class _Clips:
         self.span = (spec.length - 1) * spec.step
         self.out = _Grow((spec.length, spec.crop, spec.crop, 3), hint)
         self.convert = _Converter(clip=spec)
-        self.filled = 0                      # positions filled in the newest clip
 
     def add(self, frame, i: int) -> None:
         stride, step = self.stride, self.spec.step
@@ -308,6 +307,8 @@ def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRA
     cannot be read or has fewer frames."""
     import av
     want = {int(i) for i in indices}
+    if not want:
+        return np.zeros((0, size, size, 3), np.uint8)
     got: dict[int, np.ndarray] = {}
     convert = _Converter(short_side=size)
     with open_video(path) as container:
@@ -324,7 +325,7 @@ def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRA
     missing = want - set(got)
     if missing:
         raise DecodeError(path, f"has no decoded frame(s) {sorted(missing)[:3]}")
-    return np.stack([got[int(i)] for i in indices]) if len(want) else np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([got[int(i)] for i in indices])
 
 
 def container_duration(path: os.PathLike | str) -> float | None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from helpers import write_raw
+from l2l.core.audio_windows import AudioWindows, BlockResampler
 from l2l.core.errors import L2LError
 from l2l.core.media import ClipSpec, DecodeError, read_frames, read_moments
 from l2l.stages.decode import Decode, DecodeConfig, decode_video
@@ -139,19 +140,45 @@ def test_block_resampled_audio_equals_frame_by_frame_resampling(tmp_path):
     assert np.abs(d["waveform"][3]).max() > 0.2
 
 
-def test_audio_far_ahead_of_the_video_takes_the_exact_path(tmp_path):
-    """All 122 s of audio muxed before a video that starts at 118 s: blocks until the buffer
-    nears its 120 s bound, then frame by frame; the windows still equal the whole stream's."""
-    path = write_raw(tmp_path / "late.mkv", frames=20, video_offset=118 * 30, audio_seconds=122,
-                     audio_first=True)
-    d = read_moments(path, min_decoded_fraction=0.0)
-    assert np.allclose(d["times"], [118.0, 118 + 16 / 30])
+def _windows(path: Path, blocks: bool) -> AudioWindows:
+    """The audio side of ``read_moments`` on its own.  ``blocks=False``: every frame resampled
+    alone and ``last_time`` updated at every video frame, as decode did before blocks."""
+    win = AudioWindows(16000, 1.0)
+    res = BlockResampler(16000, win)
+    n, last_t = 0, None
     with av.open(str(path)) as c:
-        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
-    stream = audio.astype(np.float32) / 32768               # s16 -> flt: exact
-    for k, t in enumerate(d["times"]):
-        s0 = int(round(t * 16000))
-        assert np.array_equal(d["waveform"][k], stream[s0:s0 + 16000]), k
+        for f in c.decode(*c.streams.video[:1], *c.streams.audio[:1]):
+            if isinstance(f, av.VideoFrame):
+                last_t = float(f.time)
+                if n % 16 == 0 or not blocks:
+                    win.last_time = last_t
+                if n % 16 == 0:
+                    win.add_moment(n // 16, last_t)
+                n += 1
+            elif not (blocks and res.push(f)):
+                win.last_time = last_t
+                res.push_one(f)
+    win.last_time = last_t
+    res.finish()
+    win.finish()
+    return win
+
+
+@pytest.mark.parametrize("case", ["tail", "late", "plain"])
+def test_blocks_keep_the_old_bound_on_audio_ahead_of_the_video(tmp_path, case):
+    """Near the 120 s bound frames are resampled one by one: what is stored, what is only
+    counted, and whether a window overran are exactly as with one call per frame."""
+    path = {"tail": lambda: write_raw(tmp_path / "tail.mkv", frames=40, audio_seconds=150),
+            "late": lambda: write_raw(tmp_path / "late.mkv", frames=20, video_offset=122 * 30,
+                                      audio_seconds=126, audio_first=True),
+            "plain": lambda: _textured_video(tmp_path / "t.mp4", frames=100)}[case]()
+    old, new = _windows(path, blocks=False), _windows(path, blocks=True)
+    assert (new.stored, new.seen, new.overrun) == (old.stored, old.seen, old.overrun)
+    assert sorted(new.out) == sorted(old.out)
+    assert all(np.array_equal(new.out[k], old.out[k]) for k in old.out)
+    if case == "tail":           # 150 s of audio after 1.3 s of video: ~121.3 s kept
+        assert old.seen == 150 * 16000 and abs(old.stored - 121.3 * 16000) < 16000
+    assert old.overrun == (case == "late")
 
 
 def test_read_frames_picks_decoded_frames_by_index(tmp_path):
