@@ -1,5 +1,5 @@
 """Audio for the moment grid: decoded audio frames -> mono float32 at one rate, cut into one
-window per moment (``core/media.py`` drives it; PyAV is imported inside).
+window per moment (``core/media.py`` drives it and hands it PyAV's resampler and fifo).
 
 - ``BlockResampler`` feeds one ``av.AudioResampler`` (libswresample, through FFmpeg's filter
   graph) with blocks of about 1.5 s of decoded audio gathered in an ``av.AudioFifo``, instead of
@@ -113,7 +113,9 @@ class AudioWindows:
 
 
 class BlockResampler:
-    """Decoded audio frames -> ``windows`` as mono float32 at ``rate`` Hz.
+    """Decoded audio frames -> ``windows`` as mono float32 at ``rate`` Hz.  ``resampler``: an
+    ``av.AudioResampler`` to mono float32 at ``rate``; ``fifo``: the ``av.AudioFifo`` class
+    (``core/media.py`` passes both, so that PyAV is opened in one module).
 
     ``push(frame)`` takes a frame into the current block and returns True, or returns False
     when the frame must go through ``push_one`` instead (before the first samples came out, so
@@ -121,10 +123,8 @@ class BlockResampler:
     caller sets ``windows.last_time`` before ``push_one``.  ``got_audio`` and ``audio_end``
     (seconds, the end of the latest audio frame) are kept for every frame."""
 
-    def __init__(self, rate: int, windows: AudioWindows):
-        import av
-        self.av = av
-        self.res = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    def __init__(self, rate: int, windows: AudioWindows, resampler, fifo):
+        self.res, self.new_fifo = resampler, fifo
         self.win, self.rate = windows, rate
         self.fifo = None
         self.key = None                 # (format, rate, channels) of the first frame
@@ -156,7 +156,7 @@ class BlockResampler:
                 return False
         self._note(frame)
         if self.fifo is None:
-            self.fifo = self.av.AudioFifo()
+            self.fifo = self.new_fifo()
         frame.pts = None                # the fifo checks pts continuity; only samples matter
         self.fifo.write(frame)
         self.block += frame.samples

@@ -199,7 +199,9 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
         times: list[float] = []
         index: list[int] = []
         audio = AudioWindows(rate, window)
-        resampler = BlockResampler(rate, audio) if aus is not None else None
+        resampler = (BlockResampler(rate, audio, av.AudioResampler(format="flt", layout="mono",
+                                                                   rate=rate), av.AudioFifo)
+                     if aus is not None else None)
         convert = _Converter(short_side=size)
         clipper = _Clips(clips, stride, hint) if clips is not None else None
         VideoFrame = av.VideoFrame

@@ -144,7 +144,8 @@ def _windows(path: Path, blocks: bool) -> AudioWindows:
     """The audio side of ``read_moments`` on its own.  ``blocks=False``: every frame resampled
     alone and ``last_time`` updated at every video frame, as decode did before blocks."""
     win = AudioWindows(16000, 1.0)
-    res = BlockResampler(16000, win)
+    res = BlockResampler(16000, win, av.AudioResampler(format="flt", layout="mono", rate=16000),
+                         av.AudioFifo)
     n, last_t = 0, None
     with av.open(str(path)) as c:
         for f in c.decode(*c.streams.video[:1], *c.streams.audio[:1]):
