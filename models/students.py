@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from ..core.errors import L2LError
+from ..core.grid import FEATURE_DIM, LOGMEL_BANDS, LOGMEL_FRAMES  # noqa: F401 (re-exported)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FEATURE_DIM = 512
-LOGMEL_SHAPE = (101, 40)          # time frames x mel bands
+LOGMEL_SHAPE = (LOGMEL_FRAMES, LOGMEL_BANDS)   # time frames x mel bands
 CHECKPOINT_NAME = "student.pt"    # what ``train-student`` writes last in its --out folder
-from ..core.errors import L2LError
 
 
 class WeightsError(L2LError, RuntimeError):
