@@ -19,8 +19,8 @@ repetitions is reported):
   set, in the "Decode + spectrogram" section that ``bench_projection.py`` reads).
 
 ``--workers 1,2``: the l2l, ffmpeg and PyAV-floor rows again with N files decoded at once (N
-worker processes started before timing, N concurrent ffmpeg processes).  ``--threads``: decoder threads per process for the l2l and PyAV
-rows (0: FFmpeg's choice, as ``-threads 0``).  The speed ratio is ffmpeg's time over l2l's (1.0x:
+worker processes started before timing, N concurrent ffmpeg processes).  ``--threads``: decoder
+threads per process for the l2l and PyAV rows (0: FFmpeg's choice, as ``-threads 0``).  The speed ratio is ffmpeg's time over l2l's (1.0x:
 as fast as the command line; higher is faster), on the wall clock and per CPU-second (process
 plus children, so decoder threads and ffmpeg are counted; less sensitive to other load).
 

@@ -14,13 +14,14 @@ frame is a moment; for each moment
   zero-padded before the first and past the last sample (``core/audio_windows.py``);
 - with ``clips``, ``clips`` (N, length, crop, crop, 3) uint8 RGB, the teacher's input: moment
   i's clip is decoded frames f_i, f_i + step, ..., each resized to exactly ``resize`` (h, w)
-  and centre-cropped (torchvision's ``VideoClassification``: offsets rounded half to even),
-  the last decoded frame repeated past the end.  Clip frames are written straight into the
+  by libswscale's bilinear filter (close to, not bit-equal with, torchvision's antialiased
+  resize) and centre-cropped (as torchvision's ``VideoClassification``: offsets rounded half
+  to even), the last decoded frame repeated past the end.  Clip frames are written straight into the
   output, so nothing but the output is held: about 600 KB a moment (16 x 112 x 112 x 3).
 
 Cost: only kept frames (and clip frames) are converted, each by one reused libswscale context
 per geometry into a preallocated buffer; the per-frame Python work is a type check and a
-counter; audio is resampled in blocks of about a second, not per packet.  Memory: the output
+counter; audio is resampled in blocks of about 1.5 s, not per packet.  Memory: the output
 plus the audio buffer of ``core/audio_windows.py``.
 
 ``read_frames`` picks decoded frames by index (video only, stops early): visualize's frames.
