@@ -188,7 +188,8 @@ def test_all_listed_videos_count_failures_as_misses(trained, tmp_path, monkeypat
 
 
 def test_montage_from_stored_frames_and_cli(trained, tmp_path):
-    from l2l.cli.skim import evaluate as evaluate_cmd, visualize as visualize_cmd
+    from l2l.cli.main import main
+    from l2l.cli.skim import visualize as visualize_cmd
     root, _ = trained
     store = write_store(tmp_path / "f.h5", {"validation": sparse_videos(3, seed=5)}, frames=True)
     out = tmp_path / "m.png"
@@ -205,8 +206,8 @@ def test_montage_from_stored_frames_and_cli(trained, tmp_path):
           {"image": REC, "audio": REC})
     s.commit()
     s.set_info("classes", ["a", "b"])
-    r = CliRunner().invoke(evaluate_cmd, ["--features", str(other), "--checkpoint",
-                                          str(root / "skim"), "--out", str(tmp_path / "e")])
+    r = CliRunner().invoke(main, ["evaluate", "--features", str(other), "--checkpoint",
+                                  str(root / "skim"), "--out", str(tmp_path / "e")])
     assert r.exit_code != 0 and "differ from the store" in r.output
     assert len(r.output.strip().splitlines()) == 1
 
