@@ -122,7 +122,8 @@ def test_student_features_and_metrics_are_bitwise_identical(stores):
             np.random.seed(7 if tag == "1" else 8)
             _cli("train-student", "--store", store, "--out", run, "--objective", "classify",
                  "--epochs", "1", "--batch-size", "4", "--max-moments", "4", "--lr", "0.01",
-                 "--seed", "3", "--device", "cpu", "--no-progress")
+                 "--seed", "3", "--device", "cpu", "--no-progress", "--image-weights", "random",
+                 "--audio-weights", "random")
             r = _cli(*stores["chain"], "--store", store, "--student", run)
             assert "failed 0" in r.output
             _cli("train-skim", "--features", store, "--out", skim, "--student", run, "--steps", "2",
