@@ -109,15 +109,7 @@ def repair(store, store_opt):
     """Drop the videos `verify` finds broken; rerun `l2l extract` to redo exactly those."""
     st = _open(store, store_opt)
     st.commit()
-    # A problem starts with "<id>/<array>: " or "<id>: "; ids may themselves contain ':', so
-    # take the longest stored id that the problem starts with.
-    ids = set(st.ids())
-    bad = set()
-    for p in st.verify():
-        named = [p[:i] for i, c in enumerate(p) if c in "/:" and p[:i] in ids]
-        if named:
-            bad.add(max(named, key=len))
-    bad = sorted(bad)
+    bad = sorted({p.video for p in st.verify() if p.video})     # structured: no text parsing
     st.remove(bad)
     click.echo(f"dropped {len(bad)} video(s): {', '.join(bad) or '-'}; rerun `l2l extract` to redo them")
 
