@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,6 +58,12 @@ def make_set(name: str, n: int, seconds: float, size: str = "320x240") -> Path:
                              "annotations": [{"segment": [0.0, 1.0], "label": "A" if i % 2 else "B"}]}
     ann.write_text(json.dumps({"version": "VERSION 1.3", "database": db}))
     return root
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children and their children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def ffmpeg_run(videos: list[Path], pin: str | None = None) -> float:
@@ -109,22 +116,29 @@ def end_to_end(args, work: Path) -> tuple[str, dict]:
     videos = sorted((root / "videos").glob("*.mp4"))
     configs = ["ffmpeg", "l2l-1", "l2l-2"]
     walls = {c: [] for c in configs}
+    cpus = {c: [] for c in configs}
     logs = {c: [] for c in configs}
     for rep in range(args.reps):
         order = configs[rep % 3:] + configs[:rep % 3]
         for c in order:
+            c0 = _cpu()
             if c == "ffmpeg":
                 walls[c].append(ffmpeg_run(videos))
             else:
                 w, t = l2l_run(root, work / f"{c}-{rep}", int(c[-1]))
                 walls[c].append(w)
                 logs[c].append(t)
-            print(f"rep {rep + 1}: {c:7s} {walls[c][-1]:6.2f} s", flush=True)
+            cpus[c].append(_cpu() - c0)
+            print(f"rep {rep + 1}: {c:7s} {walls[c][-1]:6.2f} s wall, {cpus[c][-1]:6.2f} s CPU",
+                  flush=True)
     med = {c: statistics.median(walls[c]) for c in configs}
+    cpu = {c: statistics.median(cpus[c]) for c in configs}
     moments = logs["l2l-1"][0]["moments"]
     rows = [[c, f"{med[c]:.2f}", " ".join(f"{x:.2f}" for x in walls[c]),
-             f"{med['ffmpeg'] / med[c]:.2f}x" if c != "ffmpeg" else "1.00x"] for c in configs]
-    out = table(["run", "median s", "runs (s)", "speed vs FFmpeg"], rows)
+             f"{med['ffmpeg'] / med[c]:.2f}x", f"{cpu[c]:.2f}", f"{cpu['ffmpeg'] / cpu[c]:.2f}x"]
+            for c in configs]
+    out = table(["run", "median wall s", "runs (s)", "speed vs FFmpeg (wall)", "CPU s",
+                 "speed vs FFmpeg (CPU)"], rows)
     brk = []
     for key, label in PARTS:
         vals = [f"{statistics.median([t.get(key, 0.0) for t in logs[c]]):.2f}" for c in ("l2l-1", "l2l-2")]
@@ -132,7 +146,7 @@ def end_to_end(args, work: Path) -> tuple[str, dict]:
     out += "\n\nBreakdown (median seconds; per-video parts are summed over videos, so with 2 " \
            "workers they add up to more than the wall time):\n\n" + \
         table(["part", "--workers 1", "--workers 2"], brk)
-    data = {"median": med, "moments": moments, "videos": len(videos),
+    data = {"median": med, "cpu": cpu, "moments": moments, "videos": len(videos),
             "breakdown": {c: logs[c] for c in ("l2l-1", "l2l-2")}}
     return out, data
 

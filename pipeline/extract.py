@@ -20,7 +20,7 @@ import time
 from typing import Any, Sequence
 
 from ..core.errors import L2LError
-from ..datasets.base import Dataset, VideoRecord
+from ..datasets.base import Dataset
 from ..stages import STAGES, Stage
 from ..store import create_store
 from .work import (Outcome, ensure_setup, known_failure, prepare,  # noqa: F401

@@ -34,6 +34,7 @@ import os
 import pickle
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
@@ -241,7 +242,8 @@ def _start_all(client, blob: bytes, device: str, resources: dict) -> tuple[dict,
         per_host[info[a]["host"]] = per_host.get(info[a]["host"], 0) + max(1, int(info[a].get("nthreads", 1)))
     threads = {a: max(1, (cores.get(a) or 1) // per_host[info[a]["host"]]) for a in addrs}
     futs = {a: client.submit(_start_worker, blob, device, threads[a], workers=[a],
-                             allow_other_workers=False, pure=False, key=f"l2l-start-{a}")
+                             allow_other_workers=False, pure=False,
+                             key=f"l2l-start-{uuid.uuid4().hex[:8]}-{a}")
             for a in addrs}
     done, not_done = wait(list(futs.values()), timeout=START_TIMEOUT)
     if not_done:
@@ -289,6 +291,7 @@ def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[St
                 model_resources = {"GPU": 1} if (device.startswith("cuda") and scheduler) else {}
             resources = model_resources if needs_model else {}
             blob = pickle.dumps(list(stages))
+            run = uuid.uuid4().hex[:8]
             w = time.perf_counter()
             threads, slowest = _start_all(client, blob, device, resources)
             timings["worker_start"] = timings.get("worker_start", 0.0) + time.perf_counter() - w
@@ -297,7 +300,7 @@ def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[St
             size = max(1, min(SHARD_VIDEOS, math.ceil(len(videos) / (4 * n_workers))))
             shards = _shards(store_path, list(videos), stages, size)
             futures = [client.submit(_shard_task, store_path, sh, blob, device, missing_reason,
-                                     min(threads.values()), key=f"l2l-shard-{i}",
+                                     min(threads.values()), key=f"l2l-shard-{run}-{i}",
                                      retries=retries, pure=False,
                                      resources=resources or None)
                        for i, sh in enumerate(shards)]

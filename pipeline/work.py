@@ -129,24 +129,31 @@ def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], 
 
 def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
                   device: str = "cpu", missing_reason: str = "") -> list[Outcome]:
-    """Extract ``videos`` into the store; one ``Outcome`` per video, in order."""
+    """Extract ``videos`` into the store; one ``Outcome`` per video, in order.  The stages that
+    read the media file (decode) run here; the per-video CPU stages after them (the spectrogram)
+    run in a helper thread, overlapping the next video's decode (FFmpeg and torch release the
+    GIL); model stages run in this thread."""
     store = store_for(store_path)
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
+    n_source = next((i for i, s in enumerate(stages[:first_batch]) if "source" not in s.inputs),
+                    first_batch)
+    n_helper = next((i for i in range(n_source, first_batch) if stages[i].uses_gpu), first_batch)
+    reads_source, after = stages[:n_source], stages[n_source:n_helper]
+    rest = stages[n_helper:first_batch]             # per-video model stages: this thread
     jobs = [_Job(v) for v in videos]
     group: list[_Job] = []
     staged: list[tuple[Put, _Job]] = []
-    for job in jobs:
+    pending = None
+
+    def settle(job: _Job, fut) -> None:
+        nonlocal group, staged
         try:
-            _plan(store, job, stages, missing_reason)
-            if job.outcome is not None:
-                continue
-            for stage in stages[:first_batch]:
-                if stage.name in job.fresh:
-                    _run_one(store, job, stage, device, versions)
+            fut.result()
+            _run_stages(store, job, rest, device, versions)
         except ERRORS as e:
             _fail(store, job, e)
-            continue
+            return
         group.append(job)
         if sum(j.moments() for j in group) >= BATCH_MOMENTS or len(group) >= 64:
             _run_group(store, group, stages[first_batch:], device, versions, staged)
@@ -154,9 +161,43 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
         if sum(a.nbytes for p, _ in staged for a in p.arrays.values()) >= PARCEL_BYTES:
             _stage(store, staged)
             staged = []
+
+    for job in jobs:
+        try:
+            _plan(store, job, stages, missing_reason)
+            if job.outcome is not None:
+                continue
+            for stage in reads_source:
+                if stage.name in job.fresh:
+                    _run_one(store, job, stage, device, versions)
+        except ERRORS as e:
+            _fail(store, job, e)
+            continue
+        if pending is not None:
+            settle(*pending)
+        pending = (job, _helper().submit(_run_stages, store, job, after, device, versions))
+    if pending is not None:
+        settle(*pending)
     _run_group(store, group, stages[first_batch:], device, versions, staged)
     _stage(store, staged)
     return [j.outcome for j in jobs]
+
+
+_HELPER: list = []
+
+
+def _helper():
+    """This process's helper thread (a forked worker gets its own)."""
+    from concurrent.futures import ThreadPoolExecutor
+    if not _HELPER or _HELPER[0][0] != os.getpid():
+        _HELPER[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="l2l-stages"))]
+    return _HELPER[0][1]
+
+
+def _run_stages(store, job: _Job, stages: Sequence[Stage], device: str, versions: dict) -> None:
+    for stage in stages:
+        if stage.name in job.fresh:
+            _run_one(store, job, stage, device, versions)
 
 
 def _plan(store, job: _Job, stages: Sequence[Stage], missing_reason: str) -> None:
