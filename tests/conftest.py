@@ -34,13 +34,14 @@ def one_torch_thread():
 # included), kept here in one list rather than as decorators spread over the files.
 # `python -m pytest` runs everything; `python -m pytest -m "not slow"` is the quick run.
 # `tests/test_layers.py::test_every_slow_test_exists` keeps the list true to the files.
+# Not here although slow: test_evaluate.py::test_skim_beats_uniform_on_sparse_evidence (most of its
+# time is the module fixture, and test_costs_follow_the_formula reads the metrics.json it writes).
 SLOW = (
     "test_student_training.py::test_synthetic_classify_then_features_separate_the_classes",  # 55 s
     "test_determinism.py::test_student_features_and_metrics_are_bitwise_identical",          # 29 s
     "test_demo.py::test_tiny_demo_end_to_end",                                               # 24 s
     "test_models.py::test_student_checkpoint_round_trip",                                    # 14 s
     "test_student_training.py::test_train_resume_checkpoints_and_metrics",                   # 13 s
-    "test_evaluate.py::test_skim_beats_uniform_on_sparse_evidence",                          # 10 s
     "test_train_skim.py::test_train_skim_lowers_the_loss_and_checkpoints",                   # 9 s
     "test_student_training.py::test_mixed_teacher_configs_are_refused",                      # 8 s
     "test_train_skim.py::test_resume_continues_and_refuses_other_options",                   # 6 s
