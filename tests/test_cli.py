@@ -166,6 +166,16 @@ def test_choices_come_from_the_registries():
     opts = {o: p for p in main.commands["extract"].params for o in getattr(p, "opts", ())}
     assert list(opts["--dataset"].type.choices) == sorted(ADAPTER_MODULES)
     assert list(opts["--backend"].type.choices) == sorted(BACKENDS)
+    # lists the CLI spells out so that `l2l --help` need not import torch: they must agree with
+    # the constants of the modules that check them
+    from l2l.models.skim import INDEXING, READOUTS
+    from l2l.training.student import OBJECTIVES
+
+    def choices(cmd, opt):
+        return tuple(next(p for p in main.commands[cmd].params if opt in p.opts).type.choices)
+    assert choices("train-skim", "--indexing") == INDEXING
+    assert choices("train-skim", "--readout") == READOUTS
+    assert choices("train-student", "--objective") == OBJECTIVES
 
 
 # ---- progress: off when not a terminal, --progress forces it -----------------------------------
