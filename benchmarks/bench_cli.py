@@ -151,13 +151,30 @@ def end_to_end(args, work: Path) -> tuple[str, dict]:
     return out, data
 
 
+SPIN = "import time\nt = time.perf_counter()\ns = 0\nfor i in range(20_000_000):\n    s += i\nprint(time.perf_counter() - t)"
+
+
+def ceiling(n: int) -> float:
+    """What n cores give this machine at all: n copies of a pure-Python loop pinned to cores
+    0..n-1 at once, throughput relative to one copy on core 0 (n on an idle machine with n
+    real cores; less with hyperthread siblings or neighbours' load)."""
+    def run(k):
+        procs = [subprocess.Popen(["taskset", "-c", str(i), sys.executable, "-c", SPIN],
+                                  stdout=subprocess.PIPE, text=True) for i in range(k)]
+        return [float(p.communicate()[0]) for p in procs]
+    one = statistics.median(run(1))
+    return sum(one / t for t in run(n))
+
+
 def scaling(args, work: Path) -> tuple[str, dict]:
     root = make_set(f"cli-{args.scaling_videos}x{args.scaling_seconds:.0f}s", args.scaling_videos,
                     args.scaling_seconds)
     counts = [int(x) for x in args.workers_list.split(",")]
     res = {n: [] for n in counts}
+    ceil = {n: [] for n in counts}
     for rep in range(args.reps):
         for n in (counts if rep % 2 == 0 else counts[::-1]):
+            ceil[n].append(ceiling(n))
             pin = ",".join(str(i) for i in range(n))
             w, t = l2l_run(root, work / f"scale-{n}-{rep}", n, pin=pin, one_thread=True)
             steady = t["moments"] / max(1e-9, w - startup(t))
@@ -168,13 +185,17 @@ def scaling(args, work: Path) -> tuple[str, dict]:
     rows = []
     for n in counts:
         steady = statistics.median([r[2] for r in res[n]])
+        c = statistics.median(ceil[n]) / statistics.median(ceil[counts[0]]) * counts[0]
         rows.append([n, f"{statistics.median([r[0] for r in res[n]]):.2f}",
                      f"{statistics.median([r[1] for r in res[n]]):.2f}", f"{steady:.0f}",
-                     f"{steady / (base * counts[0]):.2f}x", f"{steady / (base * n):.2f}"])
+                     f"{steady / (base * counts[0]):.2f}x", f"{steady / (base * n):.2f}",
+                     f"{c:.2f}x", f"{steady / (base * counts[0]) / (c / counts[0]):.2f}"])
     out = table(["workers (cores)", "wall s", "start-up s", "steady moments/s",
-                 f"vs {counts[0]} worker(s)", "efficiency (>= 0.8 wanted)"], rows)
+                 f"vs {counts[0]} worker(s)", "efficiency (>= 0.8 wanted)",
+                 "machine ceiling (pinned CPU loops)", "speed-up / ceiling"], rows)
     return out, {"videos": args.scaling_videos, "seconds": args.scaling_seconds,
-                 "runs": {str(n): res[n] for n in counts}}
+                 "runs": {str(n): res[n] for n in counts},
+                 "ceiling": {str(n): ceil[n] for n in counts}}
 
 
 def main():
