@@ -156,7 +156,7 @@ def evaluate_epoch(model, data: FeatureSet, *, batch_size, device, classes) -> d
 
 
 def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig(),
-               device: str = "auto", resume: bool = False, progress: bool = True,
+               device: str = "auto", resume: bool = False, progress: bool = False,
                callbacks: Sequence[Callable] = (), warn: Callable[[str], None] = print) -> dict:
     """Train on store ``features`` (a path or an open store), writing ``checkpoint.pt`` and
     ``log.csv`` into ``out``.  ``student``: a ``train-student`` checkpoint (file or folder), or

@@ -177,7 +177,7 @@ def _check_configs(store, ids: list[str], names: list[str]) -> dict[str, dict]:
 
 # ---- the loop ---------------------------------------------------------------------------------
 def train_student(store, out_dir, config: TrainConfig = TrainConfig(), *, device: str = "cpu",
-                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                  progress: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train a student on ``store`` (a ``Store`` or a path) into ``out_dir``, resuming from the
     last checkpoint there.  Returns ``{path, hash, epochs, metrics}`` (metrics: the last row)."""
     from tqdm import tqdm
