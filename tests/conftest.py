@@ -60,6 +60,7 @@ SLOW = (
     "test_student_training.py::test_fine_tune_a_distilled_student_on_the_store_classes",     # 10 s
     "test_features_stage.py::test_teacher_stage_outputs_match_the_model",                    # 4 s
     "test_model_stages.py::test_teacher_run_batch_equals_run_per_video_bitwise_on_cpu",      # 4 s
+    "test_train_skim.py::test_long_runs_checkpoint_every_few_epochs_and_resume_exactly",     # 8 s
 )
 
 
