@@ -47,13 +47,18 @@ def make_set(name: str, n: int, seconds: float, size: str = "320x240") -> Path:
         return root
     (root / "videos").mkdir(parents=True, exist_ok=True)
     db = {}
-    for i in range(n):
+
+    def make(i):
         out = root / "videos" / f"v_cli{i:03d}.mp4"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
                         f"testsrc2=size={size}:rate=30:duration={seconds}", "-f", "lavfi", "-i",
                         f"sine=frequency={300 + 40 * i}:sample_rate=44100:duration={seconds}",
                         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
                         "-c:a", "aac", "-shortest", str(out)], check=True)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, (os.cpu_count() or 2) // 2)) as pool:
+        list(pool.map(make, range(n)))
+    for i in range(n):
         db[f"cli{i:03d}"] = {"subset": "training", "duration": seconds, "url": "",
                              "annotations": [{"segment": [0.0, 1.0], "label": "A" if i % 2 else "B"}]}
     ann.write_text(json.dumps({"version": "VERSION 1.3", "database": db}))
