@@ -128,7 +128,8 @@ def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None =
             opts["resources"] = {"GPU": 1}
             opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i % visible)}
         spec[f"l2l-{'gpu' if i < gpus else 'cpu'}-{i}"] = {"cls": Nanny, "options": opts}
-    scheduler = {"cls": Scheduler, "options": {"dashboard": False, "host": "127.0.0.1"}}
+    scheduler = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0",
+                                               "host": "127.0.0.1"}}
     fork = (gpus == 0) if fork is None else fork
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork" if fork else "spawn"}):
         return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=silence_logs,
