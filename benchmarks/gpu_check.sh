@@ -5,7 +5,8 @@
 #     bash benchmarks/gpu_check.sh --dry-run    # here: CPU, tiny sizes, same steps
 # Steps: install the carried wheels (.whl/: av, zarr, numcodecs, ... when missing); the raw
 # student forward (eager fp32, bf16 channels-last, torch.compile); the features stage
-# (bench_features.py); a synthetic set made larger by hard-linked copies; decode-only extraction
+# (bench_features.py); how far CUDA fp32/bf16 numbers are from the CPU's (gpu_compare.py);
+# a synthetic set made larger by hard-linked copies; decode-only extraction
 # with all cores, and its scaling with 1/4/8/16 workers over >= 200 videos; features-only
 # extraction (1 and N workers); teacher extraction (N); all stages on a fresh store (1 and N
 # workers) with GPU utilisation (nvidia-smi dmon); store verify; the test suite.  Every step has
@@ -30,7 +31,7 @@ step() { local name=$1 lim=$2; shift 2
   local l; l=$(left); [ "$lim" -gt "$l" ] && lim=$l
   if [ "$lim" -lt 5 ]; then say "== $name: skipped, out of time"; return 1; fi
   say "== $name (limit ${lim}s)"; local t; t=$(date +%s)
-  timeout -k 5 "$lim" "$@" >>"$LOG" 2>&1; local rc=$?
+  STEP_LIMIT=$(( lim > 15 ? lim - 10 : lim )) timeout -k 5 "$lim" "$@" >>"$LOG" 2>&1; local rc=$?
   say "   rc=$rc in $(( $(date +%s) - t ))s"; return $rc; }
 
 PY=${PY:-python3}
@@ -55,11 +56,12 @@ NPROC=$(nproc)
 if [ $DRY = 1 ]; then
   DEV=cpu; N=2; SCALE="1 2"; SYN="--classes 2 --videos-per-class 2 --width 160 --height 120 --duration-min 6 --duration-max 7"
   COPIES=1; SCALE_LIMIT=4; ONE_LIMIT=2; TLIMIT="--limit 1"
-  BF="--moments 16 --videos 2 --batch-sizes 8 --repeats 1"
+  BF="--moments 16 --videos 2 --batch-sizes 8 --repeats 1"; CMP="--moments 16 --clips 2"
+  TLIMIT="$TLIMIT --set teacher.clip_len=4 --set teacher.clip_resize=40x48 --set teacher.clip_crop=32"
 else
   DEV=cuda; N=$NPROC; SCALE="1 4 8 16"; SYN="--classes 4 --videos-per-class 6 --width 320 --height 240 --duration-min 8 --duration-max 16"
   COPIES=25; SCALE_LIMIT=200; ONE_LIMIT=100; TLIMIT=""
-  BF="--moments 8192 --videos 16 --batch-sizes 512,1024,4096 --repeats 3 --compile"
+  BF="--moments 8192 --videos 16 --batch-sizes 512,1024,4096 --repeats 3 --compile"; CMP=""
 fi
 W=${WORK:-/tmp/l2l-gpu-work}; rm -rf "$W"; mkdir -p "$W"
 nvidia-smi --query-gpu=name,memory.total,utilization.gpu --format=csv >>"$LOG" 2>&1
@@ -68,6 +70,7 @@ say "dry-run=$DRY device=$DEV cores=$NPROC; $($PY -c 'import torch,av,zarr,dask;
 # 1. the student's raw forward pass and the features stage (numpy in and out)
 step raw-student 90 $PY benchmarks/gpu_raw_student.py $DEV
 step bench-features 120 $PY benchmarks/bench_features.py --device $DEV $BF --results "$RES"
+step compare 60 $PY benchmarks/gpu_compare.py $CMP          # numbers: CUDA fp32/bf16 vs CPU
 
 # 2. data: a rendered synthetic set, made larger by hard-linked copies (new ids, same bytes)
 step make-synthetic 90 $L2L make-synthetic "$W/syn" $SYN --workers $NPROC

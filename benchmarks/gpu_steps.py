@@ -23,11 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record, table  # noqa: E402
 
-ROWS = os.environ.get("L2L_GPU_ROWS", "gpu-rows.jsonl")
+ROWS = os.environ.get("L2L_GPU_ROWS", "")      # rows are written only when this names a file
 SUMMARY = re.compile(r"done (\d+) / skipped (\d+) / failed (\d+) \((\d+) moments in ([\d.]+) s\)")
 
 
 def add_row(**row) -> None:
+    if not ROWS:
+        return
     with open(ROWS, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -79,18 +81,25 @@ class Sampler:
             self._thread.join()
 
 
-def extract(name: str, args: list[str]) -> int:
+def extract(name: str, args: list[str], timeout: float | None = None) -> int:
     cmd = [sys.executable, "-c", "from l2l.cli.main import main; main()", "extract", *args]
     t0 = time.perf_counter()
     with Sampler() as s:
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            rc, out, err = r.returncode, r.stdout, r.stderr
+        except subprocess.TimeoutExpired as e:      # keep what it printed, and say so
+            rc = 124
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            err = (e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")) + \
+                f"\n(timed out after {timeout:.0f} s)\n"
     wall = time.perf_counter() - t0
-    sys.stdout.write(r.stdout[-3000:])
-    sys.stderr.write(r.stderr[-3000:])
+    sys.stdout.write(out[-3000:])
+    sys.stderr.write(err[-3000:])
     m = None
-    for m in SUMMARY.finditer(r.stdout + r.stderr):
+    for m in SUMMARY.finditer(out + err):
         pass
-    row = {"step": name, "rc": r.returncode, "wall_s": round(wall, 1), "unit": "moments/s"}
+    row = {"step": name, "rc": rc, "wall_s": round(wall, 1), "unit": "moments/s"}
     if m:
         done, _, failed, moments, sec = m.groups()
         row.update(done=int(done), failed=int(failed), moments=int(moments), seconds=float(sec),
@@ -99,7 +108,7 @@ def extract(name: str, args: list[str]) -> int:
         row.update(gpu_mean=sum(s.samples) / len(s.samples), gpu_max=max(s.samples))
     add_row(**row)
     print(json.dumps(row), flush=True)
-    return r.returncode
+    return rc
 
 
 TARGETS = [   # (row name prefix, target, unit, what)
@@ -110,11 +119,15 @@ TARGETS = [   # (row name prefix, target, unit, what)
 
 
 def report(title: str) -> None:
+    if not ROWS:
+        sys.exit("report: set L2L_GPU_ROWS to the rows file (gpu_check.sh does)")
     rows = [json.loads(line) for line in Path(ROWS).read_text().splitlines() if line.strip()]
     body = []
     for r in rows:
         rate = (f"{r['rate']:,.0f}" if r.get("rate", 0) >= 100 else f"{r.get('rate', 0):.2f}") + \
             f" {r.get('unit', '')}" if "rate" in r else "n/a"
+        if "max_abs" in r:
+            rate = f"max abs {r['max_abs']:.1e}, relative {r['relative']:.1e}"
         if r["step"].startswith("extract teacher"):
             rate = rate.replace("moments/s", "clips/s")
         gpu = f"{r['gpu_mean']:.0f}% (max {r['gpu_max']})" if "gpu_mean" in r else "n/a"
@@ -154,6 +167,8 @@ def main() -> None:
     m.add_argument("--copies", type=int, default=10)
     e = sub.add_parser("extract")
     e.add_argument("name")
+    e.add_argument("--timeout", type=float, default=float(os.environ.get("STEP_LIMIT", 0)) or None,
+                   help="seconds (output kept on timeout; default $STEP_LIMIT, set by gpu_check.sh)")
     e.add_argument("args", nargs=argparse.REMAINDER)
     r = sub.add_parser("report")
     r.add_argument("--title", default="GPU check")
@@ -163,7 +178,7 @@ def main() -> None:
     if a.cmd == "many":
         many(a.src, a.out, a.copies)
     elif a.cmd == "extract":
-        sys.exit(extract(a.name, [x for x in a.args if x != "--"]))
+        sys.exit(extract(a.name, [x for x in a.args if x != "--"], a.timeout))
     else:
         if a.results is not None:
             import _common
