@@ -44,6 +44,7 @@ from ..core.errors import L2LError
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
+from .ahead import set_cores
 from .work import BATCH_MOMENTS, Outcome, prepare, process_shard, store_for
 
 SHARD_VIDEOS = 16            # most videos per dask task
@@ -186,8 +187,9 @@ def _stages_here(blob: bytes) -> list[Stage]:
 
 
 def _set_threads(threads: int) -> None:
-    """Torch threads per task: set now if torch is imported, else when it is (OpenMP reads
-    ``OMP_NUM_THREADS`` at torch's import).  Torch is not imported for it."""
+    """Torch threads and concurrent decodes per task: set now if torch is imported, else when
+    it is (OpenMP reads ``OMP_NUM_THREADS`` at torch's import).  Torch is not imported for it."""
+    set_cores(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         import torch

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..stages.decode import DecodeError, source_fingerprint
+from .ahead import ahead, decode_slots, one_thread
 from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions, open_store
 
 BATCH_MOMENTS = 512          # moments a group gathers before its batchable stages run
@@ -130,9 +131,9 @@ def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], 
 def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
                   device: str = "cpu", missing_reason: str = "") -> list[Outcome]:
     """Extract ``videos`` into the store; one ``Outcome`` per video, in order.  The stages that
-    read the media file (decode) run here; the per-video CPU stages after them (the spectrogram)
-    run in a helper thread, overlapping the next video's decode (FFmpeg and torch release the
-    GIL); model stages run in this thread."""
+    read the media file (decode) run in up to ``decode_slots()`` threads at once (``ahead.py``);
+    the per-video CPU stages after them (the spectrogram) run in a helper thread, overlapping the
+    next decodes (FFmpeg and torch release the GIL); model stages run in this thread."""
     store = store_for(store_path)
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
@@ -162,16 +163,26 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
             _stage(store, staged)
             staged = []
 
-    for job in jobs:
+    slots = decode_slots() if len(jobs) > 1 else 1
+    if slots > 1:                       # several videos decoded at once (``ahead.py``)
+        reads_source = [one_thread(s) for s in reads_source]
+
+    def start(job: _Job) -> BaseException | None:
         try:
             _plan(store, job, stages, missing_reason)
-            if job.outcome is not None:
-                continue
-            for stage in reads_source:
-                if stage.name in job.fresh:
-                    _run_one(store, job, stage, device, versions)
+            if job.outcome is None:
+                for stage in reads_source:
+                    if stage.name in job.fresh:
+                        _run_one(store, job, stage, device, versions)
         except ERRORS as e:
-            _fail(store, job, e)
+            return e
+        return None
+
+    for job, error in ahead(start, jobs, slots):
+        if error is not None:
+            _fail(store, job, error)
+            continue
+        if job.outcome is not None:
             continue
         if pending is not None:
             settle(*pending)

@@ -152,3 +152,25 @@ def test_backend_asked_for_is_recorded_whatever_the_suffix(activitynet_set):
     r = CliRunner().invoke(main, ["store", "verify", str(root / "x.h5")])
     assert r.exit_code == 0 and "OK (3 videos verified)" in r.output, r.output
     assert open_store(root / "x.h5").backend == "zarr"
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_videos_decoded_at_once_change_nothing_stored(activitynet_set, monkeypatch, slots):
+    """Decode-ahead (several videos of a shard decoded at once, one decoder thread each) stores
+    the same arrays, provenance and failures as one video after another."""
+    import l2l.pipeline.work as work
+    root, vids, ann = activitynet_set
+    monkeypatch.setattr(work, "decode_slots", lambda: 1)
+    assert _extract(root / "one", vids, ann, "--stages", "decode,spectrogram").exit_code == 0
+    monkeypatch.setattr(work, "decode_slots", lambda: slots)
+    r = _extract(root / "many", vids, ann, "--stages", "decode,spectrogram")
+    assert r.exit_code == 0 and "done 3 / skipped 0 / failed 3" in r.output, r.output
+    a, b = open_store(root / "one"), open_store(root / "many")
+    assert a.ids() == b.ids() == ["good1", "good2", "mute"]
+    assert [(f.id, f.stage, f.reason) for f in a.failures()] == \
+        [(f.id, f.stage, f.reason) for f in b.failures()]
+    for vid in a.ids():
+        assert a.records(vid) == b.records(vid) and a.meta(vid) == b.meta(vid)
+        x, y = a.read(vid, ["frames", "times", "logmel"]), b.read(vid, ["frames", "times", "logmel"])
+        assert all(np.array_equal(x[k], y[k]) for k in x)
+    assert b.verify() == []
