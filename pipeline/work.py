@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..stages.decode import DecodeError, source_fingerprint
-from .ahead import ahead, decode_slots, one_thread
+from .ahead import ahead, decode_slots, with_threads
 from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions, open_store
 
 BATCH_MOMENTS = 512          # moments a group gathers before its batchable stages run
@@ -164,8 +164,7 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
             staged = []
 
     slots = decode_slots() if len(jobs) > 1 else 1
-    if slots > 1:                       # several videos decoded at once (``ahead.py``)
-        reads_source = [one_thread(s) for s in reads_source]
+    reads_source = [with_threads(s, slots) for s in reads_source]   # (``ahead.py``)
 
     def start(job: _Job) -> BaseException | None:
         try:
