@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..core.errors import L2LError
+from ..core.registry import Registry
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 
@@ -46,17 +47,14 @@ class Dataset:
 
 
 # name -> loader(videos_dir, annotations_path, **options) -> Dataset
-ADAPTERS: dict[str, Callable[..., Dataset]] = {}
+ADAPTERS: Registry = Registry("data set")
 
 
 def register(name: str):
     """Decorator: make ``fn(videos_dir, annotations_path, **options) -> Dataset`` the loader of
     ``--dataset name`` (``name`` must also be a key of ``ADAPTER_MODULES``)."""
     def deco(fn):
-        if name in ADAPTERS and ADAPTERS[name] is not fn:
-            raise ValueError(f"data set {name!r} registered twice")
-        ADAPTERS[name] = fn
-        return fn
+        return ADAPTERS.add(name, fn)
     return deco
 
 

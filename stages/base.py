@@ -12,16 +12,14 @@ import dataclasses
 from typing import Any, ClassVar, Sequence
 
 from ..core.hashing import stable_hash
+from ..core.registry import Registry
 
-STAGES: dict[str, type["Stage"]] = {}
+STAGES: Registry = Registry("stage")
 
 
 def register(cls: type["Stage"]) -> type["Stage"]:
     """Class decorator: make a stage available by its ``name``."""
-    if cls.name in STAGES:
-        raise ValueError(f"stage {cls.name!r} registered twice")
-    STAGES[cls.name] = cls
-    return cls
+    return STAGES.add(cls.name, cls)
 
 
 class Stage:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from ..core.errors import L2LError
+from ..core.registry import Registry
 
 SCHEMA_VERSION = 1
 
@@ -30,15 +31,12 @@ class StoreError(L2LError, RuntimeError):
     """A store that cannot be opened, read or written as asked; the message says why."""
 
 
-BACKENDS: dict[str, type["Store"]] = {}
+BACKENDS: Registry = Registry("store backend")
 
 
 def register_backend(cls: type["Store"]) -> type["Store"]:
     """Class decorator: make a backend available by its ``backend`` name."""
-    if cls.backend in BACKENDS:
-        raise ValueError(f"store backend {cls.backend!r} registered twice")
-    BACKENDS[cls.backend] = cls
-    return cls
+    return BACKENDS.add(cls.backend, cls)
 
 
 @dataclasses.dataclass(frozen=True)
