@@ -100,6 +100,7 @@ class ZarrStore(PackedStore):
         super().__init__(path)
         self._arrays: dict[tuple[str, str], object] = {}
         self._moved: dict[str, str] = {}         # parcel -> the segment it became
+        self._parcel_arrays: dict[tuple[str, str], object] = {}   # open while a commit checks
 
     # ---- index ---------------------------------------------------------------------------
     def _load_index(self) -> dict:
@@ -158,13 +159,18 @@ class ZarrStore(PackedStore):
 
     def _parcel_rows(self, name: str, arr: str, start: int, stop: int) -> np.ndarray:
         import zarr
-        return zarr.open_array(str(self._parcel_dir(name) / arr), mode="r")[start:stop]
+        # one open per parcel array, not one per video (commit reads every video back)
+        key = (name, arr)
+        if self._parcel_arrays.get(key) is None:
+            self._parcel_arrays[key] = zarr.open_array(str(self._parcel_dir(name) / arr), mode="r")
+        return self._parcel_arrays[key][start:stop]
 
     def _temporaries(self) -> list[Path]:
         return [p for p in (self.path / "staging").glob(".tmp-*")] + \
             [p for p in (self.path / "index").glob(".zarr.json.*.tmp")]
 
     def _delete_parcel(self, name: str) -> None:
+        self._parcel_arrays = {k: v for k, v in self._parcel_arrays.items() if k[0] != name}
         seg = self._moved.pop(name, None)
         if seg is not None or name.startswith("@"):
             (self.path / "segments" / (seg or name[1:]) / RECORD).unlink(missing_ok=True)
