@@ -89,3 +89,38 @@ def record(section: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block
     RESULTS.write_text(text.rstrip() + "\n")
     print(f"\n(recorded in {RESULTS}, section '{section}')")
+
+
+class GpuSampler:
+    """GPU utilisation samples (percent, nvidia-smi every 0.2 s) while the block runs; none when
+    ``active`` is false or there is no nvidia-smi."""
+
+    def __init__(self, active: bool = True):
+        self.active, self.samples, self._stop, self._thread = active, [], None, None
+
+    def __enter__(self):
+        import shutil
+        import threading
+        if not self.active or not shutil.which("nvidia-smi"):
+            return self
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.is_set():
+                r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                    "--format=csv,noheader,nounits", "-i", "0"],
+                                   capture_output=True, text=True)
+                if r.returncode == 0 and r.stdout.strip().isdigit():
+                    self.samples.append(int(r.stdout.strip()))
+                self._stop.wait(0.2)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+
+    def text(self) -> str:
+        return f"{sum(self.samples) / len(self.samples):.0f}%" if self.samples else "n/a"

@@ -33,7 +33,7 @@ from l2l.models.students import build_student, save_student
 from l2l.stages.features import Features, FeaturesConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record, synthetic_set, table  # noqa: E402
+from _common import GpuSampler, record, synthetic_set, table  # noqa: E402
 
 
 class Trivial(torch.nn.Module):
@@ -72,40 +72,6 @@ def timed(stage: Features, videos, device: str, repeats: int) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-class GpuSampler:
-    """Mean GPU utilisation (nvidia-smi, every 0.2 s) while the block runs; n/a on CPU."""
-
-    def __init__(self, device: str):
-        self.device, self.samples, self._stop = device, [], None
-
-    def __enter__(self):
-        import threading
-        if self.device != "cuda" or not shutil.which("nvidia-smi"):
-            return self
-        self._stop = threading.Event()
-
-        def loop():
-            import subprocess
-            while not self._stop.is_set():
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
-                                      "--format=csv,noheader,nounits", "-i", "0"],
-                                     capture_output=True, text=True)
-                if out.returncode == 0 and out.stdout.strip().isdigit():
-                    self.samples.append(int(out.stdout.strip()))
-                self._stop.wait(0.2)
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._stop is not None:
-            self._stop.set()
-            self._thread.join()
-
-    def text(self) -> str:
-        return f"{sum(self.samples) / len(self.samples):.0f}%" if self.samples else "n/a"
 
 
 def extract_overhead(device: str, repeats: int, copies: int) -> tuple[float, float, int]:
@@ -199,7 +165,7 @@ def main() -> None:
                 for prec, comp in modes + compiled:
                     stage = Features(FeaturesConfig(checkpoint=str(ck), batch_size=b, precision=prec,
                                                     compile=comp)).for_device(dev)
-                    with GpuSampler(dev) as util:
+                    with GpuSampler(dev == "cuda") as util:
                         rate = a.moments / timed(stage, videos, dev, a.repeats)
                     name = prec + (" compiled" if comp else "")
                     print(f"{dev:<7}{b:>6}  {name:<14}{rate:>11.1f}  {util.text()}", flush=True)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record, table  # noqa: E402
+from _common import GpuSampler, record, table  # noqa: E402
 
 ROWS = os.environ.get("L2L_GPU_ROWS", "")      # rows are written only when this names a file
 SUMMARY = re.compile(r"done (\d+) / skipped (\d+) / failed (\d+) \((\d+) moments in ([\d.]+) s\)")
@@ -51,40 +51,10 @@ def many(src: Path, out: Path, copies: int) -> None:
     print(f"{len(db)} videos in {out}")
 
 
-class Sampler:
-    """GPU utilisation samples (percent) from nvidia-smi while the block runs."""
-
-    def __init__(self):
-        self.samples: list[int] = []
-
-    def __enter__(self):
-        import shutil
-        import threading
-        self._stop = threading.Event()
-        self._thread = None
-        if shutil.which("nvidia-smi"):
-            def loop():
-                while not self._stop.is_set():
-                    r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
-                                        "--format=csv,noheader,nounits", "-i", "0"],
-                                       capture_output=True, text=True)
-                    if r.returncode == 0 and r.stdout.strip().isdigit():
-                        self.samples.append(int(r.stdout.strip()))
-                    self._stop.wait(0.2)
-            self._thread = threading.Thread(target=loop, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
 def extract(name: str, args: list[str], timeout: float | None = None) -> int:
     cmd = [sys.executable, "-c", "from l2l.cli.main import main; main()", "extract", *args]
     t0 = time.perf_counter()
-    with Sampler() as s:
+    with GpuSampler() as s:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
             rc, out, err = r.returncode, r.stdout, r.stderr

@@ -163,3 +163,11 @@ def write_vp9_opus(path: Path, frames: int = 40) -> Path:
         for p in aus.encode():
             out.mux(p)
     return path
+
+
+def random_moments(seed: int, n: int) -> dict[str, np.ndarray]:
+    """``n`` moments of stage inputs: frames (n, 112, 112, 3) uint8 and logmel (n, 101, 40)
+    float16 with log-mel-like values, from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    return {"frames": rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8),
+            "logmel": rng.normal(-6, 2, (n, 101, 40)).astype(np.float16)}

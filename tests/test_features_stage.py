@@ -14,6 +14,7 @@ from l2l.models.teacher import normalise_clips, teacher
 from l2l.stages.features import Features, FeaturesConfig
 from l2l.stages.model import clear_models
 from l2l.stages.teacher import TeacherConfig, TeacherStage
+from helpers import random_moments as moments
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,6 @@ def checkpoints(tmp_path_factory):
         save_student(m, d / f"s{seed}" / "student.pt", config={"seed": seed}, classes=["a", "b", "c"])
         out.append(d / f"s{seed}")
     return out
-
-
-def moments(seed: int, n: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"frames": rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8),
-            "logmel": rng.normal(-6, 2, (n, 101, 40)).astype(np.float16)}
 
 
 def test_features_shapes_and_match_the_model(checkpoints):

@@ -16,6 +16,7 @@ from l2l.stages.features import Features, FeaturesConfig
 from l2l.stages.model import PlacementError
 from l2l.stages.spectrogram import Spectrogram
 from l2l.stages.teacher import TeacherConfig, TeacherStage
+from helpers import random_moments as moments
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +37,6 @@ def teacher_weights(tmp_path_factory):
     w = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     torch.save(teacher().state_dict(), w)
     return w
-
-
-def moments(seed: int, n: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"frames": rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8),
-            "logmel": rng.normal(-6, 2, (n, 101, 40)).astype(np.float16)}
 
 
 def test_features_run_batch_equals_run_per_video_bitwise_on_cpu(checkpoint):
