@@ -1,6 +1,6 @@
 """Where the shards run: in this process, or as dask.distributed tasks.
 
-``run_serial`` runs ``work.process_shard`` here, one shard after another.  ``run_dask`` runs
+``run_serial`` runs every video here as one stream (``work.process_stream``).  ``run_dask`` runs
 shards as dask tasks on an embedded single-machine cluster (``start_cluster``/``local_cluster``:
 ``workers`` processes, one thread each, started once per run, while the parent sets the store
 up) or on an existing cluster (``scheduler``: the address of a ``dask scheduler`` whose ``dask
@@ -45,11 +45,10 @@ from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
 from .ahead import set_cores
-from .work import BATCH_MOMENTS, Outcome, prepare, process_shard, store_for
+from .work import BATCH_MOMENTS, Outcome, prepare, process_shard, process_stream, store_for
 
 SHARD_VIDEOS = 16            # most videos per dask task
-SERIAL_SHARD_VIDEOS = 4      # videos per shard in the serial runner (one parcel, one segment)
-SERIAL_SHARD_MOMENTS = 4096  # ... with a model stage: moments per shard (forward passes of 512)
+SERIAL_SHARD_VIDEOS = 4      # videos per parcel in the serial runner (one parcel, one segment)
 START_TIMEOUT = float(os.environ.get("L2L_START_TIMEOUT", "120"))   # seconds
 GPU_BATCH = BATCH_MOMENTS    # kept for callers of the old keyword
 
@@ -79,28 +78,28 @@ def make_shards(videos: Sequence[VideoRecord], *, max_videos: int, moments: dict
     return shards
 
 
-def _shards(store_path: str, videos, stages, max_videos: int,
-            min_moments: int = 0) -> list[list[VideoRecord]]:
+def _shards(store_path: str, videos, stages, max_videos: int) -> list[list[VideoRecord]]:
     if any(s.batchable for s in stages):      # model stages: forward passes of >= 512 moments
         idx = store_for(store_path).index["videos"]
         moments = {v.id: idx[v.id]["meta"]["num_moments"] for v in videos if v.id in idx}
         return make_shards(videos, max_videos=max(max_videos, 64), moments=moments,
-                           min_moments=max(BATCH_MOMENTS, min_moments))
+                           min_moments=BATCH_MOMENTS)
     return make_shards(videos, max_videos=max_videos)
 
 
 def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage], *,
                device: str, progress: bool = True, missing_reason: str = "",
                commit_every: int = 64, **_) -> Iterator[Outcome]:
-    """Shards of ``SERIAL_SHARD_VIDEOS`` (at most ``commit_every``) videos, or with a model stage
-    of ``SERIAL_SHARD_MOMENTS`` stored moments, here, in order."""
+    """Every video here, as one stream (``work.process_stream``: decode never waits for a
+    parcel to be written or for the caller's commit), a parcel every ``SERIAL_SHARD_VIDEOS``
+    (at most ``commit_every``) videos; model stages batch across the whole stream."""
     size = max(1, min(SERIAL_SHARD_VIDEOS, commit_every))
     with _bar(len(videos), progress) as bar:
-        for shard in _shards(store_path, videos, stages, size, SERIAL_SHARD_MOMENTS):
-            for o in process_shard(store_path, shard, stages, device, missing_reason):
-                bar.update()
-                bar.set_postfix_str(f"{o.status} {o.id}"[:40])
-                yield o
+        for o in process_stream(store_path, videos, stages, device, missing_reason,
+                                parcel_videos=size):
+            bar.update()
+            bar.set_postfix_str(f"{o.status} {o.id}"[:40])
+            yield o
 
 
 # ---- the cluster --------------------------------------------------------------------------

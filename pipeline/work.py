@@ -1,6 +1,7 @@
-"""The unit of extraction work: one shard (a few videos) in whatever process runs it.
+"""The unit of extraction work: one shard (a few videos; in the serial runner, every video as
+one stream) in whatever process runs it.
 
-``process_shard`` works out from the store's provenance which stages each video still needs
+``process_stream`` (``process_shard``: the same, as a list) works out from the store's provenance which stages each video still needs
 (a stage whose outputs are stored with the same cache key is skipped), runs them, and stages the
 new arrays of the whole shard with one ``Store.put_many`` per ~``PARCEL_BYTES`` (each array is
 written once, by this process, into what becomes an immutable segment at commit).  Stages before
@@ -18,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..datasets.base import VideoRecord
 from ..stages import Stage
@@ -130,10 +131,21 @@ def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], 
 
 def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
                   device: str = "cpu", missing_reason: str = "") -> list[Outcome]:
-    """Extract ``videos`` into the store; one ``Outcome`` per video, in order.  The stages that
-    read the media file (decode) run in up to ``decode_slots()`` threads at once (``ahead.py``);
-    the per-video CPU stages after them (the spectrogram) run in a helper thread, overlapping the
-    next decodes (FFmpeg and torch release the GIL); model stages run in this thread."""
+    """Extract ``videos`` into the store; one ``Outcome`` per video, in order (a dask task)."""
+    return list(process_stream(store_path, videos, stages, device, missing_reason))
+
+
+def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
+                   device: str = "cpu", missing_reason: str = "", *,
+                   parcel_videos: int | None = None) -> Iterator[Outcome]:
+    """Extract ``videos`` into the store, yielding each video's ``Outcome`` (in order) once its
+    arrays are staged or it failed.  The stages that read the media file (decode) run in up to
+    ``decode_slots()`` threads at once (``ahead.py``), and keep running while the caller works
+    on what was yielded (a commit, say): no pause between parcels.  The per-video CPU stages
+    after them (the spectrogram) run in a helper thread, overlapping the next decodes (FFmpeg
+    and numpy release the GIL); model stages run in this thread.  A parcel is written every
+    ``PARCEL_BYTES``, or every ``parcel_videos`` finished videos, and at the end, by the
+    helper thread too (its outcomes are "done" once written)."""
     store = store_for(store_path)
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
@@ -146,6 +158,21 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
     group: list[_Job] = []
     staged: list[tuple[Put, _Job]] = []
     pending = None
+    told = 0                                        # jobs whose outcome was yielded
+    writes: list = []                               # parcels being written by the helper
+    settles: list = []
+    cpu_only = not rest and first_batch == len(stages)
+
+    def flush() -> None:
+        """Write the parcel in the helper thread (after the stages queued there before it; when
+        ``settle`` runs there, at once): the decodes and this thread go on meanwhile (each
+        parcel is its own directory)."""
+        nonlocal staged
+        if staged and cpu_only:
+            _stage(store, staged)
+        elif staged:
+            writes.append(_helper().submit(_stage, store, staged))
+        staged = []
 
     def settle(job: _Job, fut) -> None:
         nonlocal group, staged
@@ -156,12 +183,13 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
             _fail(store, job, e)
             return
         group.append(job)
-        if sum(j.moments() for j in group) >= BATCH_MOMENTS or len(group) >= 64:
+        if (first_batch == len(stages) or sum(j.moments() for j in group) >= BATCH_MOMENTS
+                or len(group) >= 64):
             _run_group(store, group, stages[first_batch:], device, versions, staged)
             group = []
-        if sum(a.nbytes for p, _ in staged for a in p.arrays.values()) >= PARCEL_BYTES:
-            _stage(store, staged)
-            staged = []
+        if (sum(a.nbytes for p, _ in staged for a in p.arrays.values()) >= PARCEL_BYTES
+                or (parcel_videos and len(staged) >= parcel_videos)):
+            flush()
 
     slots = decode_slots() if len(jobs) > 1 else 1
     reads_source = [with_threads(s, slots) for s in reads_source]   # (``ahead.py``)
@@ -180,17 +208,29 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
     for job, error in ahead(start, jobs, slots):
         if error is not None:
             _fail(store, job, error)
-            continue
-        if job.outcome is not None:
-            continue
-        if pending is not None:
-            settle(*pending)
-        pending = (job, _helper().submit(_run_stages, store, job, after, device, versions))
+        elif job.outcome is None:
+            fut = _helper().submit(_run_stages, store, job, after, device, versions)
+            if cpu_only:                # no model stage: the helper settles it too, at once;
+                if settles:             # the previous video's settle (and parcel) is done
+                    settles[-1].result()        # before its outcome can be told
+                settles.append(_helper().submit(settle, job, fut))
+            else:
+                if pending is not None:
+                    settle(*pending)
+                pending = (job, fut)
+        while told < len(jobs) and jobs[told].outcome is not None:
+            yield jobs[told].outcome
+            told += 1
     if pending is not None:
         settle(*pending)
+    for fut in settles:
+        fut.result()
     _run_group(store, group, stages[first_batch:], device, versions, staged)
-    _stage(store, staged)
-    return [j.outcome for j in jobs]
+    flush()
+    for fut in writes:
+        fut.result()
+    for job in jobs[told:]:
+        yield job.outcome
 
 
 _HELPER: list = []

@@ -320,11 +320,11 @@ class PackedStore(Store):
         gen = idx["generation"] + 1
         taken = set(self._segments())
         segs = {}
-        for pname, a in parcels:
+        for k, (pname, a) in enumerate(parcels):
             if live.get(pname):
                 seg = self._segment_of(pname)      # a parcel already in place keeps its name
-                if seg is None:
-                    seg = f"{gen:06d}-{a['digest'][:12]}"
+                if seg is None:                    # names sort as commits, then staging, ran
+                    seg = f"{gen:06d}-{k:04d}-{a['digest'][:12]}"
                     while seg in taken:
                         seg += "x"
                 segs[pname] = seg

@@ -5,16 +5,17 @@ Layout (see ``store/packed.py`` for the protocol)::
     STORE/zarr.json                  root group; attributes["l2l"] = {schema_version, backend}
     STORE/index/zarr.json            group whose attributes["l2l_index"] is the index (JSON):
                                      videos -> meta + per-field {seg, arr, start, stop, key, crc}
-    STORE/segments/<gen>-<digest>/<field>
+    STORE/segments/<gen>-<n>-<digest>/<field>
                                      immutable arrays, one per parcel (a shard of videos),
                                      rows of many videos, chunks of ~4 MiB along the moment
-                                     axis, zstd where it pays (a sample shrinks by 1.3x; else a
-                                     crc32c per chunk)
+                                     axis, zstd where it pays (a sample shrinks by 1.3x), a
+                                     crc32c at the end of every chunk file (zarr's codec)
     STORE/staging/<parcel>/          a shard's staged arrays (a zarr group, written once by the
                                      worker that made them) + ``l2l_parcel.json``, its record
 
-Commit renames ``staging/<parcel>`` to ``segments/<gen>-<digest>`` (no array is copied), replaces
-the index, then deletes the record inside the segment.  A segment that still holds its record and
+Commit checks each staged chunk file's crc32c (raw bytes, no decompression), renames
+``staging/<parcel>`` to ``segments/<gen>-<n>-<digest>`` (no array is copied; ``n``: the parcel's
+place in the commit), replaces the index, then deletes the record inside the segment.  A segment that still holds its record and
 that the index does not use is a parcel whose commit was cut short: the next commit folds it.
 Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
 
@@ -49,6 +50,7 @@ def _group_doc(attrs: dict) -> dict:
 
 
 RECORD = "l2l_parcel.json"
+WHOLE = "l2l_every_chunk_crc32c"   # array attribute: every chunk file written, each with a crc32c
 ZSTD_LEVEL = 1               # measured on frames: the ratio of zarr's default (0, i.e. zstd's 3)
                              # at a third of its encoding time; decoding costs the same
 
@@ -101,6 +103,7 @@ class ZarrStore(PackedStore):
         self._arrays: dict[tuple[str, str], object] = {}
         self._moved: dict[str, str] = {}         # parcel -> the segment it became
         self._parcel_arrays: dict[tuple[str, str], object] = {}   # open while a commit checks
+        self._whole: dict[tuple[str, str, int], bool] = {}        # (parcel, arr, chunk) checked
 
     # ---- index ---------------------------------------------------------------------------
     def _load_index(self) -> dict:
@@ -165,12 +168,53 @@ class ZarrStore(PackedStore):
             self._parcel_arrays[key] = zarr.open_array(str(self._parcel_dir(name) / arr), mode="r")
         return self._parcel_arrays[key][start:stop]
 
+    def _check(self, pname: str, v: dict) -> bool:
+        """Commit's check of video ``v`` of parcel ``pname``: every chunk file that holds its
+        rows is there and whole (the crc32c zarr appended to it matches its bytes), read as
+        raw bytes: no decompression (``verify`` decompresses and compares the checksums of the
+        data).  Parcels written before chunks carried a crc32c are read back as before."""
+        for rec in v["records"].values():
+            ok = self._chunks_whole(pname, rec["arr"], rec["start"], rec["stop"])
+            if ok is None:
+                return super()._check(pname, v)
+            if not ok:
+                return False
+        return True
+
+    def _chunks_whole(self, pname: str, arr: str, start: int, stop: int) -> bool | None:
+        import zarr
+        from google_crc32c import value as crc32c
+        key = (pname, arr)
+        z = self._parcel_arrays.get(key)
+        if z is None:
+            try:
+                z = self._parcel_arrays[key] = zarr.open_array(str(self._parcel_dir(pname) / arr), mode="r")
+            except Exception:
+                return False
+        if not z.attrs.get(WHOLE):
+            return None
+        rows = z.metadata.chunk_grid.chunk_shape[0]
+        for c in range(start // rows, -(-stop // rows)):
+            ck = (pname, arr, c)
+            if ck not in self._whole:
+                path = self._parcel_dir(pname) / arr / z.metadata.encode_chunk_key((c,) + (0,) * (z.ndim - 1))
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    data = b""
+                self._whole[ck] = (len(data) > 4 and
+                                   np.uint32(crc32c(data[:-4])).tobytes() == data[-4:])
+            if not self._whole[ck]:
+                return False
+        return True
+
     def _temporaries(self) -> list[Path]:
         return [p for p in (self.path / "staging").glob(".tmp-*")] + \
             [p for p in (self.path / "index").glob(".zarr.json.*.tmp")]
 
     def _delete_parcel(self, name: str) -> None:
         self._parcel_arrays = {k: v for k, v in self._parcel_arrays.items() if k[0] != name}
+        self._whole = {k: v for k, v in self._whole.items() if k[0] != name}
         seg = self._moved.pop(name, None)
         if seg is not None or name.startswith("@"):
             (self.path / "segments" / (seg or name[1:]) / RECORD).unlink(missing_ok=True)
@@ -231,16 +275,18 @@ def _chunks(shape, dtype) -> tuple[int, ...]:
 
 def _write_array(g, arr: str, shape, dtype, blocks) -> None:
     """Create array ``arr`` in group ``g`` and write its row blocks in order, in whole chunks.
-    Incompressible arrays get no zstd, but a crc32c per chunk, so that a damaged chunk still
-    fails to read (as a damaged zstd frame does) instead of reading as numbers."""
+    Every chunk file is written (even one of zeros) and ends with a crc32c of its bytes (after
+    zstd, where zstd pays): a damaged chunk fails to read instead of reading as numbers, and
+    commit checks a parcel from its files' bytes alone (``ZarrStore._check``)."""
     chunks = _chunks(shape, dtype)
     blocks = list(blocks)
     if not blocks or _compresses(blocks[0]):
         from zarr.codecs import ZstdCodec
-        kw = {"compressors": [ZstdCodec(level=ZSTD_LEVEL)]}
+        kw = {"compressors": [ZstdCodec(level=ZSTD_LEVEL), _crc32c()]}
     else:
         kw = {"compressors": [_crc32c()]}
-    z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks, **kw)
+    z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks, attributes={WHOLE: True},
+                       config={"write_empty_chunks": True}, **kw)
     _write_rows(z, blocks, chunks[0])
 
 

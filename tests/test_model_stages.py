@@ -135,13 +135,13 @@ def _init_fields(config) -> dict:
 
 
 def test_spectrogram_stays_on_the_cpu_whatever_the_device():
-    """On a machine without CUDA, moving anything to "cuda" raises: this passing means the
-    transform and the computation stayed on the CPU (and on a GPU machine they do too)."""
+    """The spectrogram is numpy on the CPU (no torch at all): asking for "cuda" changes
+    nothing, on a machine without CUDA (where moving anything there would raise) as on one
+    with it."""
     w = np.random.default_rng(0).standard_normal((3, 16000)).astype(np.float32)
     ref = Spectrogram().run({"waveform": w})["logmel"]
     s = Spectrogram()
     s.setup("cuda")
-    assert all(b.device.type == "cpu" for b in s._transform.buffers())
     assert np.array_equal(s.run({"waveform": w}, device="cuda")["logmel"], ref)
     assert not Spectrogram.uses_gpu and Features.uses_gpu and TeacherStage.uses_gpu
     assert Features.batchable and TeacherStage.batchable and not Spectrogram.batchable
