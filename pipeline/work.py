@@ -174,6 +174,24 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
             writes.append(_helper().submit(_stage, store, staged))
         staged = []
 
+    ready = None            # a group whose stored inputs the reader thread is reading
+
+    def launch(g: list[_Job]) -> None:
+        """Start reading group ``g``'s stored inputs in the reader thread, then run the group
+        before it (read while this one was being put together): reading overlaps the model,
+        and the helper's writes."""
+        nonlocal ready
+        fut = _thread("read").submit(_prefetch, store, g, stages[first_batch])
+        if ready is not None:
+            run_ready()
+        ready = (g, fut)
+
+    def run_ready() -> None:
+        nonlocal ready
+        (g, fut), ready = ready, None
+        fut.result()
+        _run_group(store, g, stages[first_batch:], device, versions, staged)
+
     def settle(job: _Job, fut) -> None:
         nonlocal group, staged
         try:
@@ -183,9 +201,11 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
             _fail(store, job, e)
             return
         group.append(job)
-        if (first_batch == len(stages) or sum(j.moments() for j in group) >= BATCH_MOMENTS
-                or len(group) >= 64):
-            _run_group(store, group, stages[first_batch:], device, versions, staged)
+        if first_batch == len(stages):
+            _run_group(store, group, [], device, versions, staged)
+            group = []
+        elif sum(j.moments() for j in group) >= BATCH_MOMENTS or len(group) >= 64:
+            launch(group)
             group = []
         if (sum(a.nbytes for p, _ in staged for a in p.arrays.values()) >= PARCEL_BYTES
                 or (parcel_videos and len(staged) >= parcel_videos)):
@@ -225,7 +245,10 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         settle(*pending)
     for fut in settles:
         fut.result()
-    _run_group(store, group, stages[first_batch:], device, versions, staged)
+    if group:
+        launch(group)
+    if ready is not None:
+        run_ready()
     flush()
     for fut in writes:
         fut.result()
@@ -233,15 +256,31 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         yield job.outcome
 
 
-_HELPER: list = []
+_THREADS: dict[str, tuple] = {}
+
+
+def _thread(name: str):
+    """This process's one ``l2l-<name>`` thread, as an executor (a forked worker gets its own)."""
+    from concurrent.futures import ThreadPoolExecutor
+    got = _THREADS.get(name)
+    if got is None or got[0] != os.getpid():
+        got = _THREADS[name] = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix=f"l2l-{name}"))
+    return got[1]
 
 
 def _helper():
-    """This process's helper thread (a forked worker gets its own)."""
-    from concurrent.futures import ThreadPoolExecutor
-    if not _HELPER or _HELPER[0][0] != os.getpid():
-        _HELPER[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="l2l-stages"))]
-    return _HELPER[0][1]
+    """The helper thread: per-video CPU stages after decode, and parcel writes."""
+    return _thread("stages")
+
+
+def _prefetch(store, group: list[_Job], stage: Stage) -> None:
+    """Read what ``stage`` needs from the store for ``group`` (the reader thread).  An error
+    leaves the inputs unread: ``_run_group`` reads them again and records the failure."""
+    members = [j for j in group if j.outcome is None and stage.name in j.fresh]
+    try:
+        _read_inputs(store, members, stage)
+    except ERRORS:
+        pass
 
 
 def _run_stages(store, job: _Job, stages: Sequence[Stage], device: str, versions: dict) -> None:
