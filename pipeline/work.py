@@ -74,8 +74,8 @@ _POOL: list = []
 
 def prepare(stages: Sequence[Stage], device: str) -> None:
     """Set the stages up: model stages now (a missing weights file stops the run before any
-    work), the others in a background thread, so that their imports (torch, for the
-    spectrogram) overlap the first decode instead of delaying it."""
+    work), the others in a background thread, so that their set-up (the spectrogram's filter
+    bank; torch, for a non-default geometry) overlaps the first decode instead of delaying it."""
     from concurrent.futures import ThreadPoolExecutor
 
     for stage in stages:
