@@ -54,7 +54,6 @@ from l2l.core.media import resize_crop_dims  # noqa: E402
 from l2l.stages.decode import DecodeConfig, decode_video  # noqa: E402
 
 THREADS = 0
-SPEC = None                      # (SpectrogramConfig, transform), made on first use
 
 
 def ffmpeg_set(seconds: float, count: int, width: int, height: int) -> Path:
@@ -79,13 +78,9 @@ def run_l2l(path: Path) -> int:
 
 
 def run_l2l_spectrogram(path: Path) -> int:
-    global SPEC
-    from l2l.stages.spectrogram import SpectrogramConfig, log_mel, mel_transform
-    if SPEC is None:
-        conf = SpectrogramConfig()
-        SPEC = (conf, mel_transform(conf))
+    from l2l.stages.spectrogram import SpectrogramConfig, log_mel
     d = decode_video(path, DecodeConfig(threads=THREADS))
-    log_mel(d["waveform"], SPEC[0], transform=SPEC[1])
+    log_mel(d["waveform"], SpectrogramConfig())
     return len(d["times"])
 
 
