@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -359,3 +360,42 @@ def test_a_parcel_corrupted_before_commit_is_rejected_then_redone(media, tmp_pat
     st = open_store(store)
     assert "c" in st.ids() and "c" not in {f.id for f in st.failures()}
     assert np.array_equal(st.read("c", ["frames"])["frames"], media["ref"].read("c", ["frames"])["frames"])
+
+
+@pytest.mark.parametrize("case", ["chunk file deleted", "parcel from before chunk crc32c"])
+def test_commit_check_without_decompressing_and_its_fallback(media, tmp_path, case):
+    """Commit checks a staged chunk by the crc32c at the end of its file; a chunk file that is
+    gone (zarr would read it as zeros) fails that check too.  A parcel whose arrays lack the
+    attribute saying every chunk carries a crc32c (staged by an older l2l) is read back and its
+    CRC32s compared, as before: a flipped byte there is caught as well."""
+    ds = media["ds"]
+    store = _seeded(tmp_path / "store", media["ref"])
+    extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=2)
+    video = next(v for v in ds.videos if v.id == "c")
+    assert process_video(str(store), video, plan_stages(["decode"])).status == "done"
+    st = open_store(store)
+    (parcel,) = st._list_parcels()
+    frames = store / "staging" / parcel / "frames"
+    chunks = sorted(p for p in frames.rglob("*") if p.is_file() and p.name != "zarr.json")
+    if case == "chunk file deleted":
+        chunks[0].unlink()
+    else:
+        meta = json.loads((frames / "zarr.json").read_text())
+        assert meta["attributes"].pop("l2l_every_chunk_crc32c") is True
+        meta["codecs"] = [c for c in meta["codecs"] if c["name"] != "crc32c"]
+        (frames / "zarr.json").write_text(json.dumps(meta))
+        for c in chunks:                          # drop the crc32c zarr appended
+            c.write_bytes(c.read_bytes()[:-4])
+        sound = tmp_path / "sound"                # unharmed, the old parcel commits
+        shutil.copytree(store, sound)
+        assert open_store(sound).commit()["rejected"] == 0
+        assert np.array_equal(open_store(sound).read("c", ["frames"])["frames"],
+                              media["ref"].read("c", ["frames"])["frames"])
+        data = bytearray(chunks[0].read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        chunks[0].write_bytes(bytes(data))
+    counts = st.commit()
+    assert counts["rejected"] == 1
+    st = open_store(store)
+    assert "c" not in st.ids() and st.verify() == []
+    assert "checksum" in {f.id: f for f in st.failures()}["c"].reason
