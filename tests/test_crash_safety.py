@@ -329,11 +329,9 @@ def test_repair_redoes_only_the_damaged_video_even_when_ids_contain_colons(media
     assert {v: st.index["videos"][v] for v in ("x", "y:2")} == before
 
 
-@pytest.mark.parametrize("damage", ["flipped", "truncated"])
-def test_a_parcel_corrupted_before_commit_is_rejected_then_redone(media, tmp_path, damage):
-    """A staged parcel whose bytes changed on disk (or whose chunk no longer even decompresses)
-    is rejected at commit: the video is not made visible but listed as a failure, the commit
-    goes on, and the next run extracts it again."""
+def _c_staged(media, tmp_path):
+    """A store with videos a and b committed and c staged alone in one parcel: (store path,
+    store, parcel name, the parcel's frames chunk files)."""
     ds = media["ds"]
     store = _seeded(tmp_path / "store", media["ref"])
     extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=2)
@@ -343,6 +341,16 @@ def test_a_parcel_corrupted_before_commit_is_rejected_then_redone(media, tmp_pat
     (parcel,) = st._list_parcels()
     chunks = sorted(p for p in (store / "staging" / parcel / "frames").rglob("*")
                     if p.is_file() and p.name != "zarr.json")
+    return store, st, parcel, chunks
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_a_parcel_corrupted_before_commit_is_rejected_then_redone(media, tmp_path, damage):
+    """A staged parcel whose bytes changed on disk (or whose chunk no longer even decompresses)
+    is rejected at commit: the video is not made visible but listed as a failure, the commit
+    goes on, and the next run extracts it again."""
+    ds = media["ds"]
+    store, st, parcel, chunks = _c_staged(media, tmp_path)
     data = bytearray(chunks[0].read_bytes())
     if damage == "flipped":
         data[len(data) // 2] ^= 0xFF
@@ -368,15 +376,8 @@ def test_commit_check_without_decompressing_and_its_fallback(media, tmp_path, ca
     gone (zarr would read it as zeros) fails that check too.  A parcel whose arrays lack the
     attribute saying every chunk carries a crc32c (staged by an older l2l) is read back and its
     CRC32s compared, as before: a flipped byte there is caught as well."""
-    ds = media["ds"]
-    store = _seeded(tmp_path / "store", media["ref"])
-    extract(ds, store, stages=plan_stages(["decode"]), device="cpu", progress=False, limit=2)
-    video = next(v for v in ds.videos if v.id == "c")
-    assert process_video(str(store), video, plan_stages(["decode"])).status == "done"
-    st = open_store(store)
-    (parcel,) = st._list_parcels()
+    store, st, parcel, chunks = _c_staged(media, tmp_path)
     frames = store / "staging" / parcel / "frames"
-    chunks = sorted(p for p in frames.rglob("*") if p.is_file() and p.name != "zarr.json")
     if case == "chunk file deleted":
         chunks[0].unlink()
     else:
