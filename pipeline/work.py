@@ -1,16 +1,17 @@
 """The unit of extraction work: one shard (a few videos; in the serial runner, every video as
 one stream) in whatever process runs it.
 
-``process_stream`` (``process_shard``: the same, as a list) works out from the store's provenance which stages each video still needs
-(a stage whose outputs are stored with the same cache key is skipped), runs them, and stages the
-new arrays of the whole shard with one ``Store.put_many`` per ~``PARCEL_BYTES`` (each array is
-written once, by this process, into what becomes an immutable segment at commit).  Stages before
-the first ``batchable`` one run video by video (decode streams the file; its transient audio
-windows go to the spectrogram and are dropped); from the first batchable stage on, every stage
-runs over a *group* of videos at once: ``run_batch`` over all the videos that need it (one
-forward pass spans videos, at least ``BATCH_MOMENTS`` moments when there are that many), with
-inputs kept in memory from earlier stages or read from the store with ``read_many`` (contiguous
-blocks).  A video that fails is recorded as a one-line failure; the others go on.
+``process_stream`` (``process_shard``: the same, as a list) works out from the store's
+provenance which stages each video still needs (a stage whose outputs are stored with the same
+cache key is skipped), runs them, and stages the new arrays with one ``Store.put_many`` per
+parcel (each array is written once, by this process, into what becomes an immutable segment at
+commit).  Stages before the first ``batchable`` one run video by video (decode streams the file;
+its transient audio windows go to the spectrogram and are dropped); from the first batchable
+stage on, every stage runs over a *group* of videos at once: ``run_batch`` over all the videos
+that need it (one forward pass spans videos, at least ``BATCH_MOMENTS`` moments when there are
+that many), with inputs kept in memory from earlier stages or read from the store with
+``read_many`` (contiguous blocks; the next group's, in a reader thread, while this one runs).
+A video that fails is recorded as a one-line failure; the others go on.
 
 Not here: where the shards run (``runner.py``) or the data-set loop and commits (``extract.py``).
 """
