@@ -111,8 +111,11 @@ class HDF5Store(PackedStore):
             self._file = None
 
     def _load_index(self) -> dict:
-        self._close()
-        return json.loads(self._h5()["l2l_index"][()].tobytes())
+        """The index from a fresh handle on the (replaced) file.  The old handle is not closed
+        here: another thread may be reading rows through it; it closes when dropped."""
+        import h5py
+        self._file = h5py.File(self.path, "r")
+        return json.loads(self._file["l2l_index"][()].tobytes())
 
     def _index_stamp(self) -> tuple:
         st = os.stat(self.path)

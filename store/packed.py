@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,6 +50,7 @@ class PackedStore(Store):
         super().__init__(path)
         self._index: dict | None = None
         self._stamp: tuple | None = None
+        self._reload = threading.Lock()      # one thread reloads a replaced index at a time
 
     # ---- backend primitives --------------------------------------------------------------
     @abc.abstractmethod
@@ -112,14 +114,15 @@ class PackedStore(Store):
     def index(self) -> dict:
         """The index, parsed once and again only when it was replaced since (a 20,000-video
         index is tens of MB of JSON: a long-lived store object must not parse it per video)."""
-        stamp = self._index_stamp()
-        if self._index is None or stamp != self._stamp:
-            self._forget_handles()
-            self._index, self._stamp = self._load_index(), stamp
-            if self._index.get("schema_version") != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {self._index.get('schema_version')}"
-                                 f" is not {SCHEMA_VERSION}, which this l2l reads")
-        return self._index
+        with self._reload:                   # (the extraction's threads share one store object)
+            stamp = self._index_stamp()
+            if self._index is None or stamp != self._stamp:
+                self._forget_handles()
+                self._index, self._stamp = self._load_index(), stamp
+                if self._index.get("schema_version") != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: schema version {self._index.get('schema_version')}"
+                                     f" is not {SCHEMA_VERSION}, which this l2l reads")
+            return self._index
 
     def _forget_handles(self) -> None:
         """Drop open segment handles (the store on disk may have been replaced); optional."""
