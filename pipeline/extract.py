@@ -23,8 +23,8 @@ from ..core.errors import L2LError
 from ..datasets.base import Dataset
 from ..stages import STAGES, Stage
 from ..store import create_store
-from .work import (Outcome, ensure_setup, known_failure, prepare,  # noqa: F401
-                   process_shard, process_video, stage_device)
+from .process import ensure_setup, prepare, stage_device
+from .work import Outcome, known_failure, process_shard, process_video  # noqa: F401
 
 DEFAULT_STAGES = ("decode", "spectrogram")
 COMMIT_EVERY = 64            # videos between periodic commits (a crash loses at most these)

@@ -45,7 +45,8 @@ from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
 from .ahead import set_cores
-from .work import BATCH_MOMENTS, Outcome, prepare, process_shard, process_stream, store_for
+from .process import prepare, store_for
+from .work import BATCH_MOMENTS, Outcome, process_shard, process_stream
 
 SHARD_VIDEOS = 16            # most videos per dask task
 SERIAL_SHARD_VIDEOS = 4      # videos per parcel in the serial runner (one parcel, one segment)

@@ -18,7 +18,6 @@ Not here: where the shards run (``runner.py``) or the data-set loop and commits 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Iterator, Sequence
 
@@ -26,7 +25,8 @@ from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..stages.decode import DecodeError, source_fingerprint
 from .ahead import ahead, decode_slots, with_threads
-from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions, open_store
+from .process import ensure_setup, named_thread, stage_device, store_for
+from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions
 
 BATCH_MOMENTS = 512          # moments a group gathers before its batchable stages run
 PARCEL_BYTES = 256 << 20     # staged bytes after which a parcel is written (bounds memory)
@@ -42,65 +42,6 @@ class Outcome:
     seconds: float = 0.0
     moments: int = 0
     timings: dict = dataclasses.field(default_factory=dict, compare=False)  # part -> seconds
-
-
-_SETUP: dict[tuple[int, str, str], Stage] = {}
-
-
-def stage_device(stage: Stage, device: str) -> str:
-    """Model stages run on the resolved device; every other stage on the CPU."""
-    return device if stage.uses_gpu else "cpu"
-
-
-def ensure_setup(stage: Stage, device: str) -> None:
-    """``stage.setup`` once per process and stage object (the runner keeps one object per
-    stage per process, so a model is loaded once per worker, not per video).  Waits for a
-    set-up ``prepare`` started in the background (and raises its error, if any)."""
-    key = (id(stage), stage.config_hash, stage_device(stage, device))
-    pending = _PENDING.pop(key, None)
-    if pending is not None:
-        pending.result()
-    if key not in _SETUP:
-        _setup_now(stage, device, key)
-
-
-def _setup_now(stage: Stage, device: str, key: tuple) -> None:
-    stage.setup(stage_device(stage, device))
-    _SETUP[key] = stage                      # (holding it keeps its id from being reused)
-
-
-_PENDING: dict[tuple, Any] = {}
-_POOL: list = []
-
-
-def prepare(stages: Sequence[Stage], device: str) -> None:
-    """Set the stages up: model stages now (a missing weights file stops the run before any
-    work), the others in a background thread, so that their set-up (the spectrogram's filter
-    bank; torch, for a non-default geometry) overlaps the first decode instead of delaying it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    for stage in stages:
-        if stage.uses_gpu:
-            ensure_setup(stage, device)
-    if not _POOL or _POOL[0][0] != os.getpid():   # a forked worker has no thread of ours
-        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="l2l-setup"))]
-        _PENDING.clear()
-    for stage in stages:
-        key = (id(stage), stage.config_hash, stage_device(stage, device))
-        if not stage.uses_gpu and key not in _SETUP and key not in _PENDING:
-            _PENDING[key] = _POOL[0][1].submit(_setup_now, stage, device, key)
-
-
-_STORES: dict[str, Any] = {}
-
-
-def store_for(store_path: str):
-    """This process's store object for ``store_path``: its index is parsed again only after a
-    commit replaced it, not once per shard or video."""
-    st = _STORES.get(store_path)
-    if st is None:
-        st = _STORES[store_path] = open_store(store_path)
-    return st
 
 
 class _Job:
@@ -172,7 +113,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         if staged and cpu_only:
             _stage(store, staged)
         elif staged:
-            writes.append(_helper().submit(_stage, store, staged))
+            writes.append(named_thread("stages").submit(_stage, store, staged))
         staged = []
 
     ready = None            # a group whose stored inputs the reader thread is reading
@@ -182,7 +123,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         before it (read while this one was being put together): reading overlaps the model,
         and the helper's writes."""
         nonlocal ready
-        fut = _thread("read").submit(_prefetch, store, g, stages[first_batch])
+        fut = named_thread("read").submit(_prefetch, store, g, stages[first_batch])
         if ready is not None:
             run_ready()
         ready = (g, fut)
@@ -230,11 +171,11 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         if error is not None:
             _fail(store, job, error)
         elif job.outcome is None:
-            fut = _helper().submit(_run_stages, store, job, after, device, versions)
+            fut = named_thread("stages").submit(_run_stages, store, job, after, device, versions)
             if cpu_only:                # no model stage: the helper settles it too, at once;
                 if settles:             # the previous video's settle (and parcel) is done
                     settles[-1].result()        # before its outcome can be told
-                settles.append(_helper().submit(settle, job, fut))
+                settles.append(named_thread("stages").submit(settle, job, fut))
             else:
                 if pending is not None:
                     settle(*pending)
@@ -255,23 +196,6 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         fut.result()
     for job in jobs[told:]:
         yield job.outcome
-
-
-_THREADS: dict[str, tuple] = {}
-
-
-def _thread(name: str):
-    """This process's one ``l2l-<name>`` thread, as an executor (a forked worker gets its own)."""
-    from concurrent.futures import ThreadPoolExecutor
-    got = _THREADS.get(name)
-    if got is None or got[0] != os.getpid():
-        got = _THREADS[name] = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix=f"l2l-{name}"))
-    return got[1]
-
-
-def _helper():
-    """The helper thread: per-video CPU stages after decode, and parcel writes."""
-    return _thread("stages")
 
 
 def _prefetch(store, group: list[_Job], stage: Stage) -> None:
