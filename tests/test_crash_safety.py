@@ -372,10 +372,8 @@ def test_a_parcel_corrupted_before_commit_is_rejected_then_redone(media, tmp_pat
 
 @pytest.mark.parametrize("case", ["chunk file deleted", "parcel from before chunk crc32c"])
 def test_commit_check_without_decompressing_and_its_fallback(media, tmp_path, case):
-    """Commit checks a staged chunk by the crc32c at the end of its file; a chunk file that is
-    gone (zarr would read it as zeros) fails that check too.  A parcel whose arrays lack the
-    attribute saying every chunk carries a crc32c (staged by an older l2l) is read back and its
-    CRC32s compared, as before: a flipped byte there is caught as well."""
+    """Commit checks staged chunks by the crc32c ending each file: a deleted chunk fails too.
+    A parcel staged by an older l2l (no crc32c) is read back and its CRC32s compared."""
     store, st, parcel, chunks = _c_staged(media, tmp_path)
     frames = store / "staging" / parcel / "frames"
     if case == "chunk file deleted":
