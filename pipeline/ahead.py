@@ -16,12 +16,12 @@ from collections import deque
 from typing import Any, Callable, Iterator, Sequence
 
 from ..stages import Stage
+from .process import named_thread
 
 MAX_DECODES = 4              # videos one process decodes at once, at most (memory: one output each)
 
 _CORES: list[int] = []       # the cores this process may use, as the runner set them
 _COPIES: dict[tuple[int, int], tuple[Stage, Stage]] = {}
-_DECODERS: list = []
 
 
 def set_cores(n: int) -> None:
@@ -64,7 +64,7 @@ def ahead(start: Callable[[Any], Any], jobs: Sequence[Any], slots: int) -> Itera
         for job in jobs:
             yield job, start(job)
         return
-    pool, window, todo = _decoders(slots), deque(), iter(jobs)
+    pool, window, todo = named_thread("decode", slots), deque(), iter(jobs)
     for job in todo:
         window.append((job, pool.submit(start, job)))
         if len(window) >= slots:
@@ -76,11 +76,3 @@ def ahead(start: Callable[[Any], Any], jobs: Sequence[Any], slots: int) -> Itera
         if nxt is not None:
             window.append((nxt, pool.submit(start, nxt)))
         yield job, result
-
-
-def _decoders(n: int):
-    """This process's pool of ``n`` decode threads (a forked worker gets its own)."""
-    from concurrent.futures import ThreadPoolExecutor
-    if not _DECODERS or _DECODERS[0][:2] != (os.getpid(), n):
-        _DECODERS[:] = [(os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="l2l-decode"))]
-    return _DECODERS[0][2]

@@ -1,7 +1,8 @@
 """What one extraction process keeps for the whole run: its stages, each set up once
 (``ensure_setup``, ``prepare``: a model loads once per worker, not per shard or video), its store
 object (``store_for``: the index is parsed again only after a commit replaced it), and its named
-helper threads (``named_thread``: "setup", "stages", "read"; a forked worker gets its own).
+helper threads (``named_thread``: "setup", "stages", "read", "decode"; a forked worker gets
+its own).
 
 Not here: what a shard does (``work.py``), where shards run (``runner.py``).
 """
@@ -74,10 +75,12 @@ def store_for(store_path: str):
 _THREADS: dict[str, tuple] = {}
 
 
-def named_thread(name: str):
-    """This process's one ``l2l-<name>`` thread, as an executor (a forked worker gets its own)."""
+def named_thread(name: str, threads: int = 1):
+    """This process's ``l2l-<name>`` pool of ``threads`` threads, as an executor (a forked
+    worker gets its own; asking for another size makes a new pool)."""
     from concurrent.futures import ThreadPoolExecutor
     got = _THREADS.get(name)
-    if got is None or got[0] != os.getpid():
-        got = _THREADS[name] = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix=f"l2l-{name}"))
-    return got[1]
+    if got is None or got[:2] != (os.getpid(), threads):
+        got = _THREADS[name] = (os.getpid(), threads,
+                                ThreadPoolExecutor(threads, thread_name_prefix=f"l2l-{name}"))
+    return got[2]

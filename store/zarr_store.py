@@ -15,8 +15,9 @@ Layout (see ``store/packed.py`` for the protocol)::
 
 Commit checks each staged chunk file's crc32c (raw bytes, no decompression), renames
 ``staging/<parcel>`` to ``segments/<gen>-<n>-<digest>`` (no array is copied; ``n``: the parcel's
-place in the commit), replaces the index, then deletes the record inside the segment.  A segment that still holds its record and
-that the index does not use is a parcel whose commit was cut short: the next commit folds it.
+place in the commit), replaces the index, then deletes the record inside the segment.  A segment
+that still holds its record and that the index does not use is a parcel whose commit was cut
+short: the next commit folds it.
 Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
 
 The index document is replaced with an atomic rename of ``index/zarr.json``, fsynced.
@@ -160,13 +161,16 @@ class ZarrStore(PackedStore):
     def _parcel_attrs(self, name: str) -> dict:
         return json.loads((self._parcel_dir(name) / RECORD).read_text())
 
-    def _parcel_rows(self, name: str, arr: str, start: int, stop: int) -> np.ndarray:
+    def _parcel_array(self, name: str, arr: str):
+        """Parcel array ``arr``, opened once per commit, not once per video."""
         import zarr
-        # one open per parcel array, not one per video (commit reads every video back)
         key = (name, arr)
         if self._parcel_arrays.get(key) is None:
             self._parcel_arrays[key] = zarr.open_array(str(self._parcel_dir(name) / arr), mode="r")
-        return self._parcel_arrays[key][start:stop]
+        return self._parcel_arrays[key]
+
+    def _parcel_rows(self, name: str, arr: str, start: int, stop: int) -> np.ndarray:
+        return self._parcel_array(name, arr)[start:stop]
 
     def _check(self, pname: str, v: dict) -> bool:
         """Commit's check of video ``v`` of parcel ``pname``: every chunk file that holds its
@@ -182,21 +186,17 @@ class ZarrStore(PackedStore):
         return True
 
     def _chunks_whole(self, pname: str, arr: str, start: int, stop: int) -> bool | None:
-        import zarr
-        from google_crc32c import value as crc32c
-        key = (pname, arr)
-        z = self._parcel_arrays.get(key)
-        if z is None:
-            try:
-                z = self._parcel_arrays[key] = zarr.open_array(str(self._parcel_dir(pname) / arr), mode="r")
-            except Exception:
-                return False
+        from google_crc32c import value as crc32c        # (zarr's own crc32c dependency)
+        try:
+            z = self._parcel_array(pname, arr)
+        except Exception:
+            return False
         if not z.attrs.get(WHOLE):
             return None
         rows = z.metadata.chunk_grid.chunk_shape[0]
         for c in range(start // rows, -(-stop // rows)):
             ck = (pname, arr, c)
-            if ck not in self._whole:
+            if ck not in self._whole:           # chunks span every axis but the first (_chunks)
                 path = self._parcel_dir(pname) / arr / z.metadata.encode_chunk_key((c,) + (0,) * (z.ndim - 1))
                 try:
                     data = path.read_bytes()
