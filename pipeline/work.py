@@ -102,7 +102,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     pending = None
     told = 0                                        # jobs whose outcome was yielded
     writes: list = []                               # parcels being written by the helper
-    settles: list = []
+    settling = None                                 # the helper's settle of the last video
     cpu_only = not rest and first_batch == len(stages)
 
     def flush() -> None:
@@ -173,9 +173,9 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         elif job.outcome is None:
             fut = named_thread("stages").submit(_run_stages, store, job, after, device, versions)
             if cpu_only:                # no model stage: the helper settles it too, at once;
-                if settles:             # the previous video's settle (and parcel) is done
-                    settles[-1].result()        # before its outcome can be told
-                settles.append(named_thread("stages").submit(settle, job, fut))
+                if settling is not None:        # the previous video's settle (and parcel) is
+                    settling.result()           # done before its outcome can be told
+                settling = named_thread("stages").submit(settle, job, fut)
             else:
                 if pending is not None:
                     settle(*pending)
@@ -185,8 +185,8 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
             told += 1
     if pending is not None:
         settle(*pending)
-    for fut in settles:
-        fut.result()
+    if settling is not None:
+        settling.result()
     if group:
         launch(group)
     if ready is not None:
