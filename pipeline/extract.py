@@ -226,21 +226,22 @@ def _write_timings(summary: Summary, t0: float) -> None:
 
 def _record_store_info(store, dataset: Dataset, stages: Sequence[Stage]) -> None:
     info = store.info()
+    new = {}
     classes = list(dataset.classes)
     if info.get("classes") not in (None, classes):
         raise ConfigError(f"{store.path}: holds data set {info.get('dataset')!r} with another class "
                           "list; extract into a new store")
     if info.get("classes") is None:
-        store.set_info("dataset", dataset.name)
-        store.set_info("classes", classes)
+        new.update(dataset=dataset.name, classes=classes)
     models = any(s.uses_gpu for s in stages)
     if models and "flops_per_moment" not in info:  # measured once, with torch's flop counter,
         from ..models.cost import flops_per_moment  # when the first model stage runs
-        store.set_info("flops_per_moment", flops_per_moment(num_classes=len(classes)))
+        new["flops_per_moment"] = flops_per_moment(num_classes=len(classes))
     fields = list(dict.fromkeys(list(info.get("fields", [])) + stored_outputs(stages)))
     if fields != info.get("fields"):
-        store.set_info("fields", fields)
+        new["fields"] = fields
     stage_info = dict(info.get("stages", {}))
     stage_info.update({s.name: {"config": s.config_dict(), "config_hash": s.config_hash} for s in stages})
     if stage_info != info.get("stages"):
-        store.set_info("stages", stage_info)
+        new["stages"] = stage_info
+    store.update_info(new)                         # one write of the index

@@ -213,9 +213,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def record_failure(self, failure: Failure) -> None: ...
 
-    @abc.abstractmethod
     def set_info(self, key: str, value: Any) -> None:
         """Set one store-level attribute (JSON-serialisable)."""
+        self.update_info({key: value})
+
+    @abc.abstractmethod
+    def update_info(self, values: dict[str, Any]) -> None:
+        """Set several store-level attributes (JSON-serialisable) in one write of the index."""
 
     @abc.abstractmethod
     def verify(self, expected_fields: Sequence[str] | None = None, *,

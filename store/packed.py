@@ -96,6 +96,10 @@ class PackedStore(Store):
     @abc.abstractmethod
     def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray: ...
 
+    def _read_rows_into(self, seg: str, arr: str, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows ``start:stop`` into ``out`` (a backend may read them there without a copy)."""
+        out[...] = self._read_rows(seg, arr, start, stop)
+
     @abc.abstractmethod
     def _segments(self) -> list[str]: ...
 
@@ -220,7 +224,7 @@ class PackedStore(Store):
                 continue
             out = np.empty((int(offsets[-1]), *fields[0]["shape"][1:]), fields[0]["dtype"])
             for seg, arr, lo, hi, o in runs:
-                out[o:o + hi - lo] = self._read_rows(seg, arr, lo, hi)
+                self._read_rows_into(seg, arr, lo, hi, out[o:o + hi - lo])
             arrays[name] = out
         return Batch(ids, offsets, arrays, [VideoMeta.from_dict(e["meta"]) for e in entries])
 
@@ -260,11 +264,13 @@ class PackedStore(Store):
         self._write_parcel(self._parcel_name(), {"kind": "failure", "seq": time.time_ns(),
                                                  "failure": f}, {})
 
-    def set_info(self, key: str, value: Any) -> None:
-        json.dumps(value)                                        # fail early if not JSON
+    def update_info(self, values: dict[str, Any]) -> None:
+        json.dumps(values)                                       # fail early if not JSON
+        if not values:
+            return
         with self.lock():
             idx = self.index
-            idx["info"][key] = value
+            idx["info"].update(values)
             self._save_index(idx)
             self._saved(idx)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import zarr_chunks
 from .base import SCHEMA_VERSION, StoreError, register_backend
 from .index import empty_index
 from .packed import CHUNK_BYTES, PackedStore
@@ -51,7 +52,7 @@ def _group_doc(attrs: dict) -> dict:
 
 
 RECORD = "l2l_parcel.json"
-WHOLE = "l2l_every_chunk_crc32c"   # array attribute: every chunk file written, each with a crc32c
+WHOLE = zarr_chunks.WHOLE     # array attribute: every chunk file written, each with a crc32c
 ZSTD_LEVEL = 1               # measured on frames: the ratio of zarr's default (0, i.e. zstd's 3)
                              # at a third of its encoding time; decoding costs the same
 
@@ -233,16 +234,35 @@ class ZarrStore(PackedStore):
             self._moved[name] = seg
         self._save_index(index)
 
-    def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray:
+    def _segment_array(self, seg: str, arr: str):
+        """Segment array ``arr``, opened once per store object: its ``zarr_chunks.Layout``
+        (read without zarr's read path), or, for another layout, the zarr array."""
         import zarr
         key = (seg, arr)
-        z = self._arrays.get(key)
-        if z is None:
-            try:
-                z = self._arrays[key] = zarr.open_array(str(self.path / "segments" / seg / arr), mode="r")
-            except Exception as e:
-                raise StoreError(f"{self.path}: segment {seg}/{arr} cannot be opened ({e})") from None
-        return z[start:stop]
+        got = self._arrays.get(key)
+        if got is None:
+            path = self.path / "segments" / seg / arr
+            got = zarr_chunks.layout(path)
+            if got is None:
+                try:
+                    got = zarr.open_array(str(path), mode="r")
+                except Exception as e:
+                    raise StoreError(f"{self.path}: segment {seg}/{arr} cannot be opened ({e})") from None
+            self._arrays[key] = got
+        return got
+
+    def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray:
+        a = self._segment_array(seg, arr)
+        if isinstance(a, zarr_chunks.Layout):
+            return zarr_chunks.read_rows(a, start, stop)
+        return a[start:stop]
+
+    def _read_rows_into(self, seg: str, arr: str, start: int, stop: int, out: np.ndarray) -> None:
+        a = self._segment_array(seg, arr)
+        if isinstance(a, zarr_chunks.Layout) and out.flags.c_contiguous:
+            zarr_chunks.read_rows(a, start, stop, out)
+        else:
+            out[...] = a[start:stop]
 
     def _segments(self) -> list[str]:
         d = self.path / "segments"

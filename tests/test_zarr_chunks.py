@@ -1,0 +1,107 @@
+"""The direct chunk reader (``store/zarr_chunks.py``) against zarr's own read path: the same
+bytes for every dtype and row range, errors for missing or damaged chunks, zarr for other
+layouts, and no stale rows from the chunk it keeps decoded."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import zarr
+
+from l2l.store import StoreError, zarr_chunks
+from l2l.store import zarr_store
+from l2l.store.zarr_store import _write_array
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Chunks of 64 KiB, so that small arrays span many."""
+    monkeypatch.setattr(zarr_store, "CHUNK_BYTES", 64 << 10)
+
+
+def _array(tmp_path, name, a, blocks=3):
+    g = zarr.open_group(str(tmp_path / "g"), mode="a")
+    _write_array(g, name, a.shape, a.dtype, np.array_split(a, blocks))
+    return tmp_path / "g" / name, zarr.open_array(str(tmp_path / "g" / name), mode="r")
+
+
+def _samples():
+    rng = np.random.default_rng(0)
+    ramp = np.arange(251 * 112 * 112 * 3, dtype=np.int64).reshape(251, 112, 112, 3)
+    return {"frames": (ramp // 7 % 251).astype(np.uint8),                  # compresses: zstd
+            "logmel": np.round(np.sin(ramp[:301, :101, :40, 0] / 999), 2).astype(np.float16),
+            "image": rng.standard_normal((1000, 512)).astype(np.float16),  # raw + crc32c
+            "times": np.linspace(0, 99, 30000),
+            "ids": rng.integers(-9, 9, (20000, 3), dtype=np.int64)}
+
+
+@pytest.mark.parametrize("name", list(_samples()))
+def test_every_row_range_reads_as_zarr_reads_it(tmp_path, name):
+    a = _samples()[name]
+    path, z = _array(tmp_path, name, a)
+    lay = zarr_chunks.layout(path)
+    assert lay is not None and 3 * lay.rows < len(a), "the sample must span several chunks"
+    assert lay.zstd == (name in ("frames", "logmel", "ids"))   # the others hardly compress
+    r, n = lay.rows, len(a)
+    ranges = [(0, n), (0, 0), (n, n), (0, 1), (n - 1, n), (1, r), (r, 2 * r), (r - 1, r + 1),
+              (r // 2, n - r // 3), (3, 3 + r // 2), (3 + r // 2, 2 * r + 5), (2 * r + 5, n)]
+    for lo, hi in ranges:
+        got = zarr_chunks.read_rows(lay, lo, hi)
+        assert got.dtype == a.dtype and np.array_equal(got, z[lo:hi]), (lo, hi)
+        into = np.full((hi - lo, *a.shape[1:]), 7, a.dtype)
+        zarr_chunks.read_rows(lay, lo, hi, into)
+        assert np.array_equal(into, a[lo:hi]), (lo, hi)
+
+
+def test_one_thread_reads_the_same(tmp_path, monkeypatch):
+    a = _samples()["frames"]
+    path, _ = _array(tmp_path, "frames", a)
+    monkeypatch.setattr(zarr_chunks, "THREADS", 1)
+    lay = zarr_chunks.layout(path)
+    assert np.array_equal(zarr_chunks.read_rows(lay, 5, len(a) - 5), a[5:-5])
+
+
+def test_a_damaged_or_missing_chunk_is_an_error_naming_the_file(tmp_path):
+    a = _samples()["logmel"]
+    path, _ = _array(tmp_path, "logmel", a)
+    lay = zarr_chunks.layout(path)
+    chunk = path / "c" / "1" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 3] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=r"c/1/0/0: damaged chunk"):
+        zarr_chunks.read_rows(lay, 0, len(a))
+    assert np.array_equal(zarr_chunks.read_rows(lay, 0, lay.rows), a[:lay.rows])   # chunk 0 is sound
+    chunk.unlink()
+    with pytest.raises(StoreError, match=r"c/1/0/0: chunk cannot be read"):
+        zarr_chunks.read_rows(lay, lay.rows, lay.rows + 1)
+    with pytest.raises(StoreError, match="outside"):
+        zarr_chunks.read_rows(lay, 0, len(a) + 1)
+
+
+def test_arrays_of_another_layout_are_left_to_zarr(tmp_path):
+    a = _samples()["image"]
+    g = zarr.open_group(str(tmp_path / "g"), mode="w")
+    g.create_array("plain", data=a, chunks=(100, 512))                     # zarr's defaults
+    g.create_array("gzip", data=a, chunks=(100, 512), compressors=[zarr.codecs.GzipCodec()],
+                   attributes={zarr_chunks.WHOLE: True})
+    g.create_array("tiled", data=a, chunks=(100, 128), attributes={zarr_chunks.WHOLE: True})
+    for name in ("plain", "gzip", "tiled"):
+        assert zarr_chunks.layout(tmp_path / "g" / name) is None, name
+    assert zarr_chunks.layout(tmp_path / "g" / "missing") is None
+    _, z = _array(tmp_path, "ours", a)
+    assert zarr_chunks.layout(tmp_path / "g" / "ours") is not None
+
+
+def test_the_chunk_kept_decoded_is_not_used_once_its_file_changes(tmp_path):
+    a = _samples()["logmel"]
+    path, _ = _array(tmp_path, "logmel", a)
+    lay = zarr_chunks.layout(path)
+    r = lay.rows
+    assert np.array_equal(zarr_chunks.read_rows(lay, 0, r + 3), a[:r + 3])      # keeps chunk 1
+    assert (lay.path, 1) in zarr_chunks._KEPT
+    b = -a
+    other, _ = _array(tmp_path, "other", b)
+    os.replace(other / "c" / "1" / "0" / "0", path / "c" / "1" / "0" / "0")
+    assert np.array_equal(zarr_chunks.read_rows(lay, r + 3, 2 * r), b[r + 3:2 * r])
