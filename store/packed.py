@@ -96,9 +96,11 @@ class PackedStore(Store):
     @abc.abstractmethod
     def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray: ...
 
-    def _read_rows_into(self, seg: str, arr: str, start: int, stop: int, out: np.ndarray) -> None:
-        """Rows ``start:stop`` into ``out`` (a backend may read them there without a copy)."""
-        out[...] = self._read_rows(seg, arr, start, stop)
+    def _read_runs(self, runs: list[tuple[str, str, int, int, np.ndarray]]) -> None:
+        """Each ``(seg, arr, start, stop, out)``: those rows into ``out`` (a backend may read
+        them there without a copy, and many at once)."""
+        for seg, arr, start, stop, out in runs:
+            out[...] = self._read_rows(seg, arr, start, stop)
 
     @abc.abstractmethod
     def _segments(self) -> list[str]: ...
@@ -198,7 +200,7 @@ class PackedStore(Store):
         lengths = [e["meta"]["num_moments"] for e in entries]
         offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        arrays = {}
+        arrays, reads = {}, []
         for name in names:
             fields = [self._field(v, name) for v in ids]
             configs = {json.dumps(self.index["records"][r]["config"], sort_keys=True)
@@ -219,13 +221,10 @@ class PackedStore(Store):
                     r[3] = f["stop"]
                 else:
                     runs.append([f["seg"], f["arr"], f["start"], f["stop"], int(offsets[i])])
-            if len(runs) == 1:
-                arrays[name] = self._read_rows(*runs[0][:4])
-                continue
-            out = np.empty((int(offsets[-1]), *fields[0]["shape"][1:]), fields[0]["dtype"])
-            for seg, arr, lo, hi, o in runs:
-                self._read_rows_into(seg, arr, lo, hi, out[o:o + hi - lo])
-            arrays[name] = out
+            out = arrays[name] = np.empty((int(offsets[-1]), *fields[0]["shape"][1:]),
+                                          fields[0]["dtype"])
+            reads += [(seg, arr, lo, hi, out[o:o + hi - lo]) for seg, arr, lo, hi, o in runs]
+        self._read_runs(reads)                    # every array's runs, at once
         return Batch(ids, offsets, arrays, [VideoMeta.from_dict(e["meta"]) for e in entries])
 
     def info(self) -> dict:

@@ -1,25 +1,29 @@
-"""Rows of l2l's own Zarr segment arrays, read straight from their chunk files into the caller's
-buffer, a few chunks at a time in threads.
+"""l2l's own Zarr arrays, written and read as chunk files directly: rows go from the caller's
+buffer into the files and back, a few chunks at a time in threads.
 
 Why: zarr's read path decompresses every chunk into a fresh buffer (page faults), then copies it
 into the output, under asyncio; on 2 cores that costs about 2.5 times the decompression itself
-(frames: 34 against 13 us per moment, ``benchmarks/bench_overhead.py`` and the issue 11 note).
+(frames: 34 against 13 us per moment).  Its write path costs about 1.5 ms per array created or
+written (an event-loop round trip and a copy into a padded chunk buffer), most of a small
+parcel's write (``benchmarks/bench_overhead.py``; the issue 11 note).
 
-What: the arrays l2l writes (``zarr_store._write_array``) have one layout: a regular grid of
-chunks that span every axis but the first, codecs ``bytes`` (little-endian), then ``zstd`` or
-nothing, then ``crc32c``, and every chunk file written (the ``l2l_every_chunk_crc32c``
-attribute).  For exactly those arrays (``layout``), ``read_rows`` reads each chunk file, checks
-its crc32c as zarr does (with ``google_crc32c``, zarr's own dependency) and decompresses it with
-numcodecs' zstd (zarr's own codec) straight into the output rows; a chunk only partly wanted goes
-through a per-thread scratch buffer.  zstd releases the GIL, so the chunks of one read spread
-over ``THREADS`` threads.  Every other array (another layout or codec, written by another tool)
-is read by zarr: the stored format is plain Zarr either way, and a test checks that both paths
-give the same bytes for every dtype l2l stores, and that a damaged chunk is an error.
+What: the arrays l2l writes have one layout: a regular grid of chunks that span every axis but
+the first, codecs ``bytes`` (little-endian), then ``zstd`` or nothing, then ``crc32c``, and
+every chunk file written (the ``l2l_every_chunk_crc32c`` attribute).  ``write_array`` writes
+such an array with zarr's own pieces: its metadata document comes from zarr's metadata class,
+each chunk is numcodecs' zstd (zarr's codec) and a ``google_crc32c`` (zarr's crc32c), and the
+files are byte for byte those zarr writes (a test compares them).  ``read_rows`` reads, for
+exactly that layout (``layout``), each chunk file, checks its crc32c as zarr does and
+decompresses it straight into the output rows; a chunk only partly wanted goes through a
+scratch buffer.  zstd releases the GIL, so the chunks of one read spread over ``THREADS``
+threads.  Every other array (another layout or codec, written by another tool) is read by zarr:
+the stored format is plain Zarr either way.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -69,25 +73,98 @@ def layout(path: Path) -> Layout | None:
                   m.chunk_key_encoding)
 
 
+def write_array(path: Path, shape: tuple[int, ...], dtype, blocks, *, chunk_rows: int,
+                zstd_level: int | None) -> None:
+    """Write a new array of l2l's layout in folder ``path`` (which must not exist): its
+    ``zarr.json``, then its row ``blocks`` (arrays of ``dtype`` whose rows add up to
+    ``shape[0]``) in chunks of ``chunk_rows`` rows, zstd at ``zstd_level`` (None: none), each
+    ending with its crc32c; the last chunk is padded with zeros (zarr's fill value) as zarr
+    pads it."""
+    from google_crc32c import value as crc32c
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+    dtype = np.dtype(dtype)
+    doc = _template(dtype.str, zstd_level)
+    doc.update(shape=list(shape), chunk_grid={"name": "regular", "configuration": {
+        "chunk_shape": [chunk_rows, *shape[1:]]}})
+    meta = ArrayV3Metadata.from_dict(doc)
+    path = Path(path)
+    path.mkdir()
+    (path / "zarr.json").write_bytes(meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
+    chunk = np.zeros((chunk_rows, *shape[1:]), dtype)
+    codec = _zstd(zstd_level) if zstd_level is not None else None
+    filled, c, written = 0, 0, 0
+    for b in blocks:
+        b = np.asarray(b, dtype)
+        while len(b):
+            take = min(len(b), chunk_rows - filled)
+            chunk[filled:filled + take] = b[:take]
+            filled, b = filled + take, b[take:]
+            if filled == chunk_rows:
+                _write_chunk(path, meta, c, chunk, codec, crc32c)
+                c, filled, written = c + 1, 0, written + chunk_rows
+    if filled:
+        chunk[filled:] = 0
+        _write_chunk(path, meta, c, chunk, codec, crc32c)
+        written += filled
+    if written != shape[0]:
+        raise ValueError(f"{path}: {written} rows given for an array of {shape[0]}")
+
+
+def _write_chunk(path: Path, meta, c: int, chunk: np.ndarray, codec, crc32c) -> None:
+    raw = chunk.reshape(-1).view(np.uint8)
+    data = np.frombuffer(codec.encode(raw), np.uint8) if codec is not None else raw
+    f = path / meta.encode_chunk_key((c,) + (0,) * (chunk.ndim - 1))
+    f.parent.mkdir(parents=True, exist_ok=True)
+    with open(f, "wb") as out:
+        out.write(data)
+        out.write(np.uint32(crc32c(data)).tobytes())
+
+
+@functools.lru_cache(maxsize=None)
+def _template(dtype: str, zstd_level: int | None) -> dict:
+    """zarr's metadata document for a (1,) array of ``dtype`` with l2l's codecs and attributes
+    (made by zarr, in memory, once per process); ``write_array`` sets the shape and chunks."""
+    import zarr
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+    from zarr.storage import MemoryStore
+    compressors = ([ZstdCodec(level=zstd_level)] if zstd_level is not None else []) + [Crc32cCodec()]
+    z = zarr.create_array(MemoryStore(), shape=(1,), dtype=np.dtype(dtype), chunks=(1,),
+                          compressors=compressors, attributes={WHOLE: True},
+                          config={"write_empty_chunks": True})
+    return json.loads(json.dumps(z.metadata.to_dict(), default=list))
+
+
 def read_rows(lay: Layout, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
     """Rows ``lo:hi`` of the array, into ``out`` (C-contiguous, shape and dtype of the rows) or a
     new array.  A missing or damaged chunk file raises ``StoreError`` naming it."""
-    if not 0 <= lo <= hi <= lay.shape[0]:
-        raise StoreError(f"{lay.path}: rows {lo}:{hi} outside 0:{lay.shape[0]}")
     if out is None:
-        out = np.empty((hi - lo, *lay.shape[1:]), lay.dtype)
-    elif out.shape != (hi - lo, *lay.shape[1:]) or out.dtype != lay.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous {(hi - lo, *lay.shape[1:])} {lay.dtype}")
-    r = lay.rows
-    jobs = [(c, max(lo, c * r), min(hi, (c + 1) * r)) for c in range(lo // r, -(-hi // r))]
+        out = np.empty((max(0, hi - lo), *lay.shape[1:]), lay.dtype)
+    read_runs([(lay, lo, hi, out)])
+    return out
+
+
+def read_runs(runs) -> None:
+    """Each ``(layout, lo, hi, out)`` of ``runs``: rows ``lo:hi`` into ``out``; the chunks of all
+    runs are decompressed together, ``THREADS`` at a time."""
+    jobs = []
+    for lay, lo, hi, out in runs:
+        if not 0 <= lo <= hi <= lay.shape[0]:
+            raise StoreError(f"{lay.path}: rows {lo}:{hi} outside 0:{lay.shape[0]}")
+        if out.shape != (hi - lo, *lay.shape[1:]) or out.dtype != lay.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {(hi - lo, *lay.shape[1:])} {lay.dtype}")
+        r = lay.rows
+        jobs += [(lay, (c, max(lo, c * r), min(hi, (c + 1) * r)), lo, out)
+                 for c in range(lo // r, -(-hi // r))]
     if len(jobs) <= 1 or THREADS == 1:
         for job in jobs:
-            _chunk(lay, job, lo, out)
-    else:
-        pool = _pool()
-        for f in [pool.submit(_chunk, lay, job, lo, out) for job in jobs]:
-            f.result()
-    return out
+            _chunk(*job)
+        return
+    futures = [_pool().submit(_chunk, *job) for job in jobs]
+    errors = [f.exception() for f in futures]        # (all finished: none writes into out later)
+    for e in errors:
+        if e is not None:
+            raise e
 
 
 _LOCAL = threading.local()
@@ -168,17 +245,18 @@ def _decode(lay: Layout, c: int, dst: np.ndarray) -> None:
         raise StoreError(f"{path}: chunk holds {len(data) - 4} bytes, not {len(dst)}")
 
 
-_CODEC: list = []
+_CODECS: dict = {}
 _POOL: list = []                  # [(pid, executor)]: a forked process makes its own
 _POOL_LOCK = threading.Lock()
 
 
-def _zstd():
-    """numcodecs' zstd codec (stateless: one serves every thread)."""
-    if not _CODEC:
+def _zstd(level: int = 0):
+    """numcodecs' zstd codec at ``level`` (stateless: one serves every thread; decoding does
+    not depend on the level)."""
+    if level not in _CODECS:
         from numcodecs import Zstd
-        _CODEC.append(Zstd())
-    return _CODEC[0]
+        _CODECS[level] = Zstd(level=level)
+    return _CODECS[level]
 
 
 def _pool():

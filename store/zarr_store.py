@@ -135,12 +135,13 @@ class ZarrStore(PackedStore):
         return self.path / "staging" / name
 
     def _write_parcel(self, name: str, attrs: dict, arrays) -> None:
-        import zarr
         staging = self.path / "staging"
         tmp = staging / f".tmp-{name}"
-        g = zarr.open_group(str(tmp), mode="w")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / "zarr.json").write_text(json.dumps(_group_doc({})))
         for arr, (shape, dtype, blocks) in arrays.items():
-            _write_array(g, arr, shape, dtype, blocks)
+            _write_array(tmp / arr, shape, dtype, blocks)
         (tmp / RECORD).write_text(json.dumps(attrs, separators=(",", ":")))
         os.replace(tmp, staging / name)          # atomic: the parcel appears whole or not at all
 
@@ -257,12 +258,15 @@ class ZarrStore(PackedStore):
             return zarr_chunks.read_rows(a, start, stop)
         return a[start:stop]
 
-    def _read_rows_into(self, seg: str, arr: str, start: int, stop: int, out: np.ndarray) -> None:
-        a = self._segment_array(seg, arr)
-        if isinstance(a, zarr_chunks.Layout) and out.flags.c_contiguous:
-            zarr_chunks.read_rows(a, start, stop, out)
-        else:
-            out[...] = a[start:stop]
+    def _read_runs(self, runs) -> None:
+        ours = []
+        for seg, arr, start, stop, out in runs:
+            a = self._segment_array(seg, arr)
+            if isinstance(a, zarr_chunks.Layout) and out.flags.c_contiguous:
+                ours.append((a, start, stop, out))
+            else:
+                out[...] = a[start:stop]
+        zarr_chunks.read_runs(ours)
 
     def _segments(self) -> list[str]:
         d = self.path / "segments"
@@ -273,18 +277,12 @@ class ZarrStore(PackedStore):
         shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
 
 
-def _crc32c():
-    from zarr.codecs import Crc32cCodec
-    return Crc32cCodec()
-
-
 def _compresses(a: np.ndarray, sample_bytes: int = 256 << 10, min_ratio: float = 1.3) -> bool:
     """Whether zstd is worth it for an array like ``a``: a sample of its bytes shrinks by at
     least ``min_ratio``.  Embeddings (float16) hardly compress (about 1.15x), and decompressing
     them costs several times a raw read; frames and spectrograms usually do compress."""
-    from numcodecs import Zstd
-    raw = np.ascontiguousarray(a).view(np.uint8).reshape(-1)[:sample_bytes].tobytes()
-    return len(raw) == 0 or len(raw) / max(1, len(Zstd(level=ZSTD_LEVEL).encode(raw))) >= min_ratio
+    raw = np.ascontiguousarray(a).view(np.uint8).reshape(-1)[:sample_bytes]
+    return len(raw) == 0 or len(raw) / max(1, len(zarr_chunks._zstd(ZSTD_LEVEL).encode(raw))) >= min_ratio
 
 
 def _chunks(shape, dtype) -> tuple[int, ...]:
@@ -293,34 +291,13 @@ def _chunks(shape, dtype) -> tuple[int, ...]:
     return (rows, *shape[1:])
 
 
-def _write_array(g, arr: str, shape, dtype, blocks) -> None:
-    """Create array ``arr`` in group ``g`` and write its row blocks in order, in whole chunks.
-    Every chunk file is written (even one of zeros) and ends with a crc32c of its bytes (after
-    zstd, where zstd pays): a damaged chunk fails to read instead of reading as numbers, and
-    commit checks a parcel from its files' bytes alone (``ZarrStore._check``)."""
-    chunks = _chunks(shape, dtype)
+def _write_array(folder: Path, shape, dtype, blocks) -> None:
+    """Write array ``folder`` from its row blocks, in chunks of about ``CHUNK_BYTES``: zstd where
+    it pays, and every chunk file written (even one of zeros) ending with a crc32c of its bytes,
+    so that a damaged chunk fails to read instead of reading as numbers, and commit checks a
+    parcel from its files' bytes alone (``ZarrStore._check``).  ``zarr_chunks.write_array``
+    writes the files zarr would."""
     blocks = list(blocks)
-    if not blocks or _compresses(blocks[0]):
-        from zarr.codecs import ZstdCodec
-        kw = {"compressors": [ZstdCodec(level=ZSTD_LEVEL), _crc32c()]}
-    else:
-        kw = {"compressors": [_crc32c()]}
-    z = g.create_array(arr, shape=shape, dtype=dtype, chunks=chunks, attributes={WHOLE: True},
-                       config={"write_empty_chunks": True}, **kw)
-    _write_rows(z, blocks, chunks[0])
-
-
-def _write_rows(z, blocks, chunk_rows: int) -> None:
-    """Write row blocks in order, buffered so every write covers whole chunks."""
-    buf, buffered, pos = [], 0, 0
-    for b in blocks:
-        buf.append(b)
-        buffered += len(b)
-        if buffered >= chunk_rows:
-            cat = np.concatenate(buf)
-            whole = (len(cat) // chunk_rows) * chunk_rows
-            z[pos:pos + whole] = cat[:whole]
-            pos += whole
-            buf, buffered = [cat[whole:]], len(cat) - whole
-    if buffered:
-        z[pos:pos + buffered] = np.concatenate(buf)
+    level = ZSTD_LEVEL if not blocks or _compresses(blocks[0]) else None
+    zarr_chunks.write_array(folder, tuple(shape), dtype, blocks, chunk_rows=_chunks(shape, dtype)[0],
+                            zstd_level=level)

@@ -81,11 +81,11 @@ DRIVER = textwrap.dedent("""
             state["commit"] = False
     packed.PackedStore._commit_locked = hooked_commit
 
-    write_rows = zarr_store._write_rows
-    def hooked_rows(z, blocks, chunk_rows):
+    write_array = zarr_store._write_array
+    def hooked_array(folder, shape, dtype, blocks):
         hit("segment")                   # the segment's earlier arrays are written, this one not
-        return write_rows(z, blocks, chunk_rows)
-    zarr_store._write_rows = hooked_rows
+        return write_array(folder, shape, dtype, blocks)
+    zarr_store._write_array = hooked_array
 
     for cls in (zarr_store.ZarrStore, hdf5_store.HDF5Store):
         def hooked_delete(self, name, _orig=cls._delete_parcel):

@@ -1,6 +1,6 @@
-"""The direct chunk reader (``store/zarr_chunks.py``) against zarr's own read path: the same
-bytes for every dtype and row range, errors for missing or damaged chunks, zarr for other
-layouts, and no stale rows from the chunk it keeps decoded."""
+"""The direct chunk writer and reader (``store/zarr_chunks.py``) against zarr's own: the very
+files zarr writes, the same rows for every dtype and row range, errors for missing or damaged
+chunks, zarr for other layouts, and no stale rows from the chunk kept decoded."""
 from __future__ import annotations
 
 import os
@@ -21,8 +21,8 @@ def small_chunks(monkeypatch):
 
 
 def _array(tmp_path, name, a, blocks=3):
-    g = zarr.open_group(str(tmp_path / "g"), mode="a")
-    _write_array(g, name, a.shape, a.dtype, np.array_split(a, blocks))
+    (tmp_path / "g").mkdir(exist_ok=True)
+    _write_array(tmp_path / "g" / name, a.shape, a.dtype, np.array_split(a, blocks))
     return tmp_path / "g" / name, zarr.open_array(str(tmp_path / "g" / name), mode="r")
 
 
@@ -34,6 +34,28 @@ def _samples():
             "image": rng.standard_normal((1000, 512)).astype(np.float16),  # raw + crc32c
             "times": np.linspace(0, 99, 30000),
             "ids": rng.integers(-9, 9, (20000, 3), dtype=np.int64)}
+
+
+@pytest.mark.parametrize("name", list(_samples()))
+def test_the_files_written_are_those_zarr_writes(tmp_path, name):
+    a = _samples()[name]
+    path, z = _array(tmp_path, name, a, blocks=4)
+    by_zarr = zarr.open_group(str(tmp_path / "zarr"), mode="w").create_array(
+        name, shape=a.shape, dtype=a.dtype, chunks=z.chunks, compressors=z.compressors,
+        attributes=dict(z.attrs), config={"write_empty_chunks": True})
+    by_zarr[:] = a
+    ours = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    theirs = {p.relative_to(tmp_path / "zarr" / name): p.read_bytes()
+              for p in (tmp_path / "zarr" / name).rglob("*") if p.is_file()}
+    assert len(ours) == len(theirs) > 3 and ours.keys() == theirs.keys()
+    assert all(ours[k] == theirs[k] for k in ours), [str(k) for k in ours if ours[k] != theirs[k]]
+    assert np.array_equal(z[:], a)
+
+
+def test_the_rows_given_must_fill_the_array(tmp_path):
+    with pytest.raises(ValueError, match="5 rows given for an array of 6"):
+        zarr_chunks.write_array(tmp_path / "a", (6, 2), np.float32, [np.zeros((5, 2), np.float32)],
+                                chunk_rows=4, zstd_level=None)
 
 
 @pytest.mark.parametrize("name", list(_samples()))
