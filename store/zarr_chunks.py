@@ -51,26 +51,46 @@ class Layout:
 
 def layout(path: Path) -> Layout | None:
     """The layout of the array in folder ``path`` when it is l2l's own (see the module
-    docstring), from its ``zarr.json`` (parsed by zarr's metadata class); else None (read it
-    with zarr)."""
+    docstring), from its ``zarr.json``; else None (read it with zarr)."""
+    try:
+        doc = json.loads((Path(path) / "zarr.json").read_text())
+        shape = [int(n) for n in doc["shape"]]
+        grid = doc["chunk_grid"]["configuration"]
+        rows = int(grid["chunk_shape"][0])
+        # What else the document says, with one row for shape and chunk: it decides the rest,
+        # and is parsed by zarr once per process (segments of one field share it).
+        rest = json.dumps({**doc, "shape": [1, *shape[1:]], "chunk_grid": {
+            **doc["chunk_grid"], "configuration": {**grid, "chunk_shape": [1, *grid["chunk_shape"][1:]]}}},
+            sort_keys=True)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    kind = _kind(rest)
+    if kind is None or rows < 1 or shape[0] < 0:
+        return None
+    return Layout(Path(path), tuple(shape), kind[0], rows, kind[1], kind[2])
+
+
+@functools.lru_cache(maxsize=256)
+def _kind(doc: str) -> tuple | None:
+    """(dtype, zstd?, chunk key encoding) of a one-row array's metadata document ``doc`` when
+    it is l2l's layout (parsed by zarr's metadata class), else None."""
     from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.core.chunk_grids import RegularChunkGrid
     from zarr.core.metadata.v3 import ArrayV3Metadata
     try:
-        m = ArrayV3Metadata.from_dict(json.loads((Path(path) / "zarr.json").read_text()))
+        m = ArrayV3Metadata.from_dict(json.loads(doc))
         dtype = np.dtype(m.dtype.to_native_dtype())
     except Exception:                          # not zarr 3, or not readable: zarr decides
         return None
     grid, codecs = m.chunk_grid, list(m.codecs)
     if (not m.attributes.get(WHOLE) or sys.byteorder != "little" or len(m.shape) < 1
-            or not isinstance(grid, RegularChunkGrid) or tuple(grid.chunk_shape[1:]) != tuple(m.shape[1:])
+            or not isinstance(grid, RegularChunkGrid) or tuple(grid.chunk_shape) != tuple(m.shape)
             or len(codecs) not in (2, 3) or not isinstance(codecs[0], BytesCodec)
             or not isinstance(codecs[-1], Crc32cCodec)
             or (len(codecs) == 3 and not isinstance(codecs[1], ZstdCodec))
             or dtype.byteorder == ">" or dtype.hasobject):
         return None
-    return Layout(Path(path), tuple(m.shape), dtype, int(grid.chunk_shape[0]), len(codecs) == 3,
-                  m.chunk_key_encoding)
+    return dtype, len(codecs) == 3, m.chunk_key_encoding
 
 
 def write_array(path: Path, shape: tuple[int, ...], dtype, blocks, *, chunk_rows: int,
@@ -229,20 +249,24 @@ def _decode(lay: Layout, c: int, dst: np.ndarray) -> None:
     from google_crc32c import value as crc32c
     path = _chunk_path(lay, c)
     try:
+        if not lay.zstd:                     # raw bytes: read straight into place
+            with open(path, "rb") as f:
+                n = f.readinto(dst)
+                tail = f.read(5)
+            if n != len(dst) or len(tail) != 4:
+                raise StoreError(f"{path}: chunk holds {n + len(tail) - 4} bytes, not {len(dst)}")
+            if crc32c(dst) != int.from_bytes(tail, "little"):
+                raise StoreError(f"{path}: damaged chunk (its crc32c does not match its bytes)")
+            return
         data = np.frombuffer(path.read_bytes(), np.uint8)
     except OSError as e:
         raise StoreError(f"{path}: chunk cannot be read ({e.strerror or e})") from None
     if len(data) < 4 or crc32c(data[:-4]) != int.from_bytes(data[-4:].tobytes(), "little"):
         raise StoreError(f"{path}: damaged chunk (its crc32c does not match its bytes)")
-    if lay.zstd:
-        try:
-            _zstd().decode(data[:-4], out=dst)
-        except (RuntimeError, ValueError) as e:
-            raise StoreError(f"{path}: damaged chunk ({e})") from None
-    elif len(data) - 4 == len(dst):
-        dst[:] = data[:-4]
-    else:
-        raise StoreError(f"{path}: chunk holds {len(data) - 4} bytes, not {len(dst)}")
+    try:
+        _zstd().decode(data[:-4], out=dst)
+    except (RuntimeError, ValueError) as e:
+        raise StoreError(f"{path}: damaged chunk ({e})") from None
 
 
 _CODECS: dict = {}
