@@ -244,6 +244,17 @@ def _stamp(lay: Layout, c: int) -> tuple | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def chunk_sound(lay: Layout, c: int) -> bool:
+    """Whether chunk file ``c`` is there and its bytes match the crc32c at its end (no
+    decompression: commit's check of a staged parcel)."""
+    from google_crc32c import value as crc32c
+    try:
+        data = np.frombuffer(_chunk_path(lay, c).read_bytes(), np.uint8)
+    except OSError:
+        return False
+    return len(data) > 4 and crc32c(data[:-4]) == int.from_bytes(data[-4:].tobytes(), "little")
+
+
 def _decode(lay: Layout, c: int, dst: np.ndarray) -> None:
     """Chunk ``c`` into ``dst`` (its bytes), after checking its crc32c."""
     from google_crc32c import value as crc32c

@@ -21,6 +21,9 @@ short: the next commit folds it.
 Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
 
 The index document is replaced with an atomic rename of ``index/zarr.json``, fsynced.
+
+Segment and parcel arrays are written, and read back, as chunk files by ``zarr_chunks.py``: the
+very files zarr writes (a test compares them), without zarr's per-call cost.
 """
 from __future__ import annotations
 
@@ -52,7 +55,6 @@ def _group_doc(attrs: dict) -> dict:
 
 
 RECORD = "l2l_parcel.json"
-WHOLE = zarr_chunks.WHOLE     # array attribute: every chunk file written, each with a crc32c
 ZSTD_LEVEL = 1               # measured on frames: the ratio of zarr's default (0, i.e. zstd's 3)
                              # at a third of its encoding time; decoding costs the same
 
@@ -105,6 +107,7 @@ class ZarrStore(PackedStore):
         self._arrays: dict[tuple[str, str], object] = {}
         self._moved: dict[str, str] = {}         # parcel -> the segment it became
         self._parcel_arrays: dict[tuple[str, str], object] = {}   # open while a commit checks
+        self._parcel_layouts: dict[tuple[str, str], object] = {}  # their zarr_chunks layouts
         self._whole: dict[tuple[str, str, int], bool] = {}        # (parcel, arr, chunk) checked
 
     # ---- index ---------------------------------------------------------------------------
@@ -164,7 +167,7 @@ class ZarrStore(PackedStore):
         return json.loads((self._parcel_dir(name) / RECORD).read_text())
 
     def _parcel_array(self, name: str, arr: str):
-        """Parcel array ``arr``, opened once per commit, not once per video."""
+        """Parcel array ``arr`` (by zarr: an older parcel read back), opened once per commit."""
         import zarr
         key = (name, arr)
         if self._parcel_arrays.get(key) is None:
@@ -188,24 +191,21 @@ class ZarrStore(PackedStore):
         return True
 
     def _chunks_whole(self, pname: str, arr: str, start: int, stop: int) -> bool | None:
-        from google_crc32c import value as crc32c        # (zarr's own crc32c dependency)
-        try:
-            z = self._parcel_array(pname, arr)
-        except Exception:
-            return False
-        if not z.attrs.get(WHOLE):
-            return None
-        rows = z.metadata.chunk_grid.chunk_shape[0]
-        for c in range(start // rows, -(-stop // rows)):
+        """Whether the chunk files holding rows ``start:stop`` of parcel array ``arr`` are there
+        and match their crc32c; None when the array is not of l2l's layout with a crc32c in
+        every chunk file (an older parcel: read it back instead)."""
+        key = (pname, arr)
+        if key not in self._parcel_layouts:
+            folder = self._parcel_dir(pname) / arr
+            self._parcel_layouts[key] = (zarr_chunks.layout(folder) if (folder / "zarr.json").is_file()
+                                         else False)
+        lay = self._parcel_layouts[key]
+        if not lay:
+            return None if lay is None else False
+        for c in range(start // lay.rows, -(-stop // lay.rows)):
             ck = (pname, arr, c)
-            if ck not in self._whole:           # chunks span every axis but the first (_chunks)
-                path = self._parcel_dir(pname) / arr / z.metadata.encode_chunk_key((c,) + (0,) * (z.ndim - 1))
-                try:
-                    data = path.read_bytes()
-                except OSError:
-                    data = b""
-                self._whole[ck] = (len(data) > 4 and
-                                   np.uint32(crc32c(data[:-4])).tobytes() == data[-4:])
+            if ck not in self._whole:
+                self._whole[ck] = zarr_chunks.chunk_sound(lay, c)
             if not self._whole[ck]:
                 return False
         return True
@@ -216,6 +216,7 @@ class ZarrStore(PackedStore):
 
     def _delete_parcel(self, name: str) -> None:
         self._parcel_arrays = {k: v for k, v in self._parcel_arrays.items() if k[0] != name}
+        self._parcel_layouts = {k: v for k, v in self._parcel_layouts.items() if k[0] != name}
         self._whole = {k: v for k, v in self._whole.items() if k[0] != name}
         seg = self._moved.pop(name, None)
         if seg is not None or name.startswith("@"):
