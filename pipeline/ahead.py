@@ -29,7 +29,8 @@ def set_cores(n: int) -> None:
     _CORES[:] = [max(1, int(n))]
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may use: the runner's share, else its CPU affinity."""
     mine = len(os.sched_getaffinity(0))
     return max(1, min(_CORES[0] if _CORES else mine, mine))
 
@@ -37,7 +38,7 @@ def _cores() -> int:
 def decode_slots() -> int:
     """Videos decoded at once in this process: its cores (the runner's share, else its CPU
     affinity), at most ``MAX_DECODES``."""
-    return min(_cores(), MAX_DECODES)
+    return min(cores(), MAX_DECODES)
 
 
 def with_threads(stage: Stage, slots: int) -> Stage:
@@ -47,7 +48,7 @@ def with_threads(stage: Stage, slots: int) -> Stage:
     worker that has one core: 6.9 s against 6.4 s for 6 x 180 s with 2 workers on 2 cores.)"""
     if getattr(stage.config, "threads", None) != 0 or "threads" not in stage.hash_exclude:
         return stage
-    n = max(1, _cores() // max(1, slots))
+    n = max(1, cores() // max(1, slots))
     key = (id(stage), n)
     got = _COPIES.get(key)
     if got is None or got[0] is not stage:

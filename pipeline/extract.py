@@ -23,6 +23,7 @@ from ..core.errors import L2LError
 from ..datasets.base import Dataset
 from ..stages import STAGES, Stage
 from ..store import create_store
+from .ahead import cores
 from .process import ensure_setup, prepare, stage_device
 from .work import Outcome, known_failure, process_shard, process_video  # noqa: F401
 
@@ -44,6 +45,7 @@ class Summary:
     seconds: float = 0.0
     failures: list = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)    # part -> seconds
+    notes: list = dataclasses.field(default_factory=list)      # how the run was made (a line each)
 
     def add(self, o: Outcome) -> None:
         setattr(self, o.status, getattr(self, o.status) + 1)
@@ -149,11 +151,17 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     t0 = time.perf_counter()
     summary = Summary()
     device = resolve_device(device, stages)
+    stages = [s.for_device(stage_device(s, device)) for s in stages]
     embedded = scheduler is None and workers > 1
+    if embedded and not reads_media(store_path, _videos(dataset, subset, limit), stages,
+                                    skip_failed=not retry_failed):
+        embedded = False          # only stored inputs to read: here, with every core (see below)
+        summary.notes.append(f"every video's decoded inputs are stored: one process runs the "
+                             f"models and reads the store with {cores()} threads (not "
+                             f"{workers} worker processes)")
     cluster = runner.start_cluster(workers, device=device, stages=stages) if embedded else None
     try:
         t = time.perf_counter()
-        stages = [s.for_device(stage_device(s, device)) for s in stages]
         store = create_store(store_path, backend)
         c = time.perf_counter()
         store.commit()                               # fold anything a crashed run left staged
@@ -167,9 +175,7 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
                     except (OSError, ValueError, RuntimeError) as e:
                         raise ConfigError(f"stage {stage.name}: {' '.join(str(e).split())}") from None
             prepare(stages, device)
-        videos = list(dataset.subset(subset).videos)
-        if limit is not None:
-            videos = videos[:limit]
+        videos = _videos(dataset, subset, limit)
         if not retry_failed:
             todo = []
             for v in videos:
@@ -207,6 +213,48 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     summary.seconds = time.perf_counter() - t0
     _write_timings(summary, t0)
     return summary
+
+
+def _videos(dataset: Dataset, subset: str | None, limit: int | None) -> list:
+    videos = list(dataset.subset(subset).videos)
+    return videos if limit is None else videos[:limit]
+
+
+def reads_media(store_path, videos, stages: Sequence[Stage], skip_failed: bool = True) -> bool:
+    """Whether extracting ``videos`` may read a media file: some video lacks, in the store at
+    ``store_path``, a stored output (of this stage config) of a stage that reads the source, or
+    of one whose inputs can only come from such a stage (a transient output, like decode's
+    audio windows or the teacher's clips).  When not, the run only reads stored arrays and runs
+    models: worker processes would each load the models and share one GPU for nothing, so
+    ``extract`` runs it in one process, its reads spread over every core.  From the index only
+    (no file is opened: a media file changed since is found, and decoded, by the run itself);
+    with ``skip_failed``, a video whose failure is recorded is not retried, so not read."""
+    from ..store import open_store, recorded_backend
+    if not videos or recorded_backend(store_path) is None:
+        return True
+    try:
+        index = open_store(store_path).index
+    except (OSError, L2LError):
+        return True
+    producer = {o: s for s in stages for o in s.outputs}
+    configs = {s.name: json.loads(json.dumps(s.config_dict())) for s in stages}   # as stored
+    for v in videos:
+        entry = index["videos"].get(v.id)
+        if entry is None and skip_failed and v.id in index["failures"]:
+            continue
+        if entry is None:
+            return True
+        fields = entry["fields"]
+        runs = {s.name for s in stages
+                if any(o not in fields or index["records"][fields[o]["rec"]]["config"] != configs[s.name]
+                       for o in s.outputs if o not in s.transient)}
+        for s in reversed(stages):                  # what a running stage needs, runs too
+            if s.name in runs:
+                runs |= {producer[i].name for i in s.inputs
+                         if i in producer and i in producer[i].transient}
+        if any("source" in s.inputs for s in stages if s.name in runs):
+            return True
+    return False
 
 
 def _write_timings(summary: Summary, t0: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..stages.decode import DecodeError, source_fingerprint
-from .ahead import ahead, decode_slots, with_threads
+from .ahead import ahead, cores, decode_slots, with_threads
 from .process import ensure_setup, named_thread, stage_device, store_for
 from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions
 
@@ -89,6 +89,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     ``PARCEL_BYTES``, or every ``parcel_videos`` finished videos, and at the end, by the
     helper thread too (its outcomes are "done" once written)."""
     store = store_for(store_path)
+    store.read_threads = cores()            # stored inputs: chunks decompressed on every core
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
     n_source = next((i for i, s in enumerate(stages[:first_batch]) if "source" not in s.inputs),

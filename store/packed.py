@@ -51,6 +51,7 @@ class PackedStore(Store):
         self._index: dict | None = None
         self._stamp: tuple | None = None
         self._reload = threading.Lock()      # one thread reloads a replaced index at a time
+        self.read_threads: int | None = None  # threads one read may use (None: the backend's)
 
     # ---- backend primitives --------------------------------------------------------------
     @abc.abstractmethod

@@ -34,7 +34,8 @@ import numpy as np
 
 from .base import StoreError
 
-THREADS = max(1, min(4, os.cpu_count() or 1))   # chunks decompressed at once, per read
+THREADS = max(1, min(4, os.cpu_count() or 1))   # chunks decompressed at once, per read,
+                                                # unless the store's reader says (read_threads)
 WHOLE = "l2l_every_chunk_crc32c"   # array attribute: every chunk file written, each with a crc32c
 
 
@@ -164,9 +165,10 @@ def read_rows(lay: Layout, lo: int, hi: int, out: np.ndarray | None = None) -> n
     return out
 
 
-def read_runs(runs) -> None:
+def read_runs(runs, threads: int | None = None) -> None:
     """Each ``(layout, lo, hi, out)`` of ``runs``: rows ``lo:hi`` into ``out``; the chunks of all
-    runs are decompressed together, ``THREADS`` at a time."""
+    runs are decompressed together, ``threads`` (default ``THREADS``) at a time."""
+    threads = max(1, threads or THREADS)
     jobs = []
     for lay, lo, hi, out in runs:
         if not 0 <= lo <= hi <= lay.shape[0]:
@@ -176,11 +178,12 @@ def read_runs(runs) -> None:
         r = lay.rows
         jobs += [(lay, (c, max(lo, c * r), min(hi, (c + 1) * r)), lo, out)
                  for c in range(lo // r, -(-hi // r))]
-    if len(jobs) <= 1 or THREADS == 1:
+    if len(jobs) <= 1 or threads == 1:
         for job in jobs:
             _chunk(*job)
         return
-    futures = [_pool().submit(_chunk, *job) for job in jobs]
+    pool = _pool(threads)
+    futures = [pool.submit(_chunk, *job) for job in jobs]
     errors = [f.exception() for f in futures]        # (all finished: none writes into out later)
     for e in errors:
         if e is not None:
@@ -281,7 +284,7 @@ def _decode(lay: Layout, c: int, dst: np.ndarray) -> None:
 
 
 _CODECS: dict = {}
-_POOL: list = []                  # [(pid, executor)]: a forked process makes its own
+_POOL: list = []                  # [(pid, threads, executor)]: a forked process makes its own
 _POOL_LOCK = threading.Lock()
 
 
@@ -294,9 +297,12 @@ def _zstd(level: int = 0):
     return _CODECS[level]
 
 
-def _pool():
+def _pool(threads: int):
     from concurrent.futures import ThreadPoolExecutor
     with _POOL_LOCK:
-        if not _POOL or _POOL[0][0] != os.getpid():
-            _POOL[:] = [(os.getpid(), ThreadPoolExecutor(THREADS, thread_name_prefix="l2l-chunks"))]
-        return _POOL[0][1]
+        if not _POOL or _POOL[0][:2] != (os.getpid(), threads):
+            if _POOL and _POOL[0][0] == os.getpid():
+                _POOL[0][2].shutdown(wait=False)
+            _POOL[:] = [(os.getpid(), threads,
+                         ThreadPoolExecutor(threads, thread_name_prefix="l2l-chunks"))]
+        return _POOL[0][2]

@@ -267,7 +267,7 @@ class ZarrStore(PackedStore):
                 ours.append((a, start, stop, out))
             else:
                 out[...] = a[start:stop]
-        zarr_chunks.read_runs(ours)
+        zarr_chunks.read_runs(ours, self.read_threads)
 
     def _segments(self) -> list[str]:
         d = self.path / "segments"

@@ -251,3 +251,44 @@ def test_a_stage_the_workers_cannot_load_fails_the_run_in_one_line(dataset, clus
     assert "ImportError" in msg and "l2l_missing_plugin" in msg, msg
     st = open_store(tmp_path / "s")
     assert st.ids() == [] and st._list_parcels() == []          # nothing was extracted
+
+
+class StoredOnly(Stage):
+    """A batchable stage over stored inputs only (a features stage without the model)."""
+
+    name = "features"
+    Config = FakeFeaturesConfig
+    inputs = ("frames", "logmel")
+    outputs = ("image",)
+    batchable = True
+
+    def run(self, inputs, *, source=None, device="cpu"):
+        f = inputs["frames"].reshape(len(inputs["frames"]), -1)[:, :self.config.dim]
+        return {"image": f.astype(np.float16) + inputs["logmel"][:, 0, :self.config.dim]}
+
+
+def test_a_run_that_reads_only_stored_inputs_runs_in_one_process(dataset, reference, tmp_path,
+                                                                  monkeypatch):
+    import shutil
+    from l2l.pipeline import runner
+    from l2l.pipeline.extract import reads_media
+    from l2l.stages.spectrogram import SpectrogramConfig
+    root, ds = dataset
+    shutil.copytree(reference.path, tmp_path / "s")
+    stages = [Decode(), Spectrogram(), StoredOnly()]
+    videos = list(ds.videos)
+    assert not reads_media(tmp_path / "s", videos, stages)     # ("noise": a recorded failure)
+    assert reads_media(tmp_path / "s", videos, stages, skip_failed=False)
+    assert reads_media(tmp_path / "s", videos, [Decode(), Spectrogram(SpectrogramConfig(floor=1e-3))])
+    assert reads_media(tmp_path / "missing", videos, stages)
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster was started")
+    monkeypatch.setattr(runner, "start_cluster", no_cluster)
+    s = extract(ds, tmp_path / "s", stages=stages, workers=2, device="cpu", progress=False)
+    assert (s.done, s.failed) == (len(GOOD), 1) and "one process" in " ".join(s.notes)
+    st = open_store(tmp_path / "s")
+    _assert_same_videos(st, reference)
+    for vid in st.ids():
+        got = st.read(vid, ["frames", "logmel", "image"])
+        assert np.array_equal(got["image"], StoredOnly().run(got)["image"])
