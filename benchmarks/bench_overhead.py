@@ -142,7 +142,8 @@ def main():
     print(out)
     print("\n".join(notes))
     if not args.no_record:
-        record("Pipeline overhead, features-only extraction (bench_overhead)" + (", student" if args.student else "")
+        record(f"Pipeline overhead, features-only extraction (bench_overhead, {len(ds.videos)} x "
+               f"{args.seconds:.0f} s)" + (", student" if args.student else "")
                + (", model waiting as for a GPU" if args.model_wait_us else ""),
                out + "\n\n" + "\n".join(f"- {n}" for n in notes) +
                f"\n\n<!-- data: {json.dumps({'moments': moments, 'wall': walls, 'forward': forwards, 'setup': setups})} -->")
