@@ -284,7 +284,7 @@ def _decode(lay: Layout, c: int, dst: np.ndarray) -> None:
 
 
 _CODECS: dict = {}
-_POOL: list = []                  # [(pid, threads, executor)]: a forked process makes its own
+_POOL: dict = {}                  # "pid", and threads -> executor: a forked process makes its own
 _POOL_LOCK = threading.Lock()
 
 
@@ -298,11 +298,13 @@ def _zstd(level: int = 0):
 
 
 def _pool(threads: int):
+    """This process's pool of ``threads`` chunk threads (one per size asked: a pool in use is
+    never shut down under another reader)."""
     from concurrent.futures import ThreadPoolExecutor
     with _POOL_LOCK:
-        if not _POOL or _POOL[0][:2] != (os.getpid(), threads):
-            if _POOL and _POOL[0][0] == os.getpid():
-                _POOL[0][2].shutdown(wait=False)
-            _POOL[:] = [(os.getpid(), threads,
-                         ThreadPoolExecutor(threads, thread_name_prefix="l2l-chunks"))]
-        return _POOL[0][2]
+        if _POOL.get("pid") != os.getpid():
+            _POOL.clear()
+            _POOL["pid"] = os.getpid()
+        if threads not in _POOL:
+            _POOL[threads] = ThreadPoolExecutor(threads, thread_name_prefix="l2l-chunks")
+        return _POOL[threads]
