@@ -52,6 +52,7 @@ class PackedStore(Store):
         self._stamp: tuple | None = None
         self._reload = threading.Lock()      # one thread reloads a replaced index at a time
         self.read_threads: int | None = None  # threads one read may use (None: the backend's)
+        self._digest: str | None = None        # the held index's (``_index_digest``), if known
 
     # ---- backend primitives --------------------------------------------------------------
     @abc.abstractmethod
@@ -140,12 +141,27 @@ class PackedStore(Store):
     def refresh(self) -> None:
         self._index = None
 
+    def _index_digest(self) -> str | None:
+        """A digest of the index as saved now, equal to the one this object took when it
+        loaded or saved the index it holds if and only if that is still the index (cheaper than
+        parsing it: tens of MB of JSON); None when the backend cannot tell (then it is parsed)."""
+        return None
+
+    def _current(self) -> None:
+        """Make sure the index held is the one saved now (under the lock, before a change)."""
+        with self._reload:
+            if self._index is not None and self._stamp == self._index_stamp():
+                digest = self._index_digest()
+                if digest is not None and digest == self._digest:
+                    return
+            self._index = None
+
     @contextlib.contextmanager
     def lock(self):
         with open(self._lock_path(), "rb" if self._lock_path().exists() else "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                self.refresh()
+                self._current()
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)

@@ -47,7 +47,8 @@ DRIVER = textwrap.dedent("""
     from l2l.store import hdf5_store, packed, zarr_store
 
     videos, ann, store, point, nth, log = sys.argv[1:7]
-    ex.COMMIT_EVERY = 3                  # periodic commits in the middle of the run
+    ex.COMMIT_EVERY = 3                  # periodic commits in the middle of the run,
+    ex.COMMIT_SHARE = 1.0                # each as soon as it is due
     hits, state = {}, {"commit": False, "index_done": False}
 
     def hit(name):

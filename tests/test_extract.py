@@ -174,3 +174,14 @@ def test_videos_decoded_at_once_change_nothing_stored(activitynet_set, monkeypat
         x, y = a.read(vid, ["frames", "times", "logmel"]), b.read(vid, ["frames", "times", "logmel"])
         assert all(np.array_equal(x[k], y[k]) for k in x)
     assert b.verify() == []
+
+
+def test_commits_are_periodic_but_never_more_than_their_share_of_the_run():
+    from l2l.pipeline.extract import COMMIT_EVERY, COMMIT_SECONDS, COMMIT_SHARE, _commit_due
+    n = COMMIT_EVERY
+    assert not _commit_due(0, 10 * COMMIT_SECONDS, 0.0)          # nothing to commit
+    assert not _commit_due(n - 1, 1.0, 0.01) and _commit_due(n, 1.0, 0.01)
+    # a commit that took 1.3 s (a 20,000-video index) is not repeated within 1.3 / share s
+    wait = 1.3 / COMMIT_SHARE - 1.3
+    assert not _commit_due(10 * n, wait - 0.1, 1.3) and _commit_due(10 * n, wait + 0.1, 1.3)
+    assert _commit_due(1, COMMIT_SECONDS + 1, 30.0)               # but never later than this

@@ -184,6 +184,26 @@ def test_index_is_parsed_again_only_after_another_writer_committed(tmp_path, nam
     assert np.all(reader.read("v7", ["logmel"])["logmel"] == 0)
 
 
+def test_a_commit_parses_the_index_again_only_when_another_writer_replaced_it(tmp_path):
+    a = create_store(tmp_path / "s")
+    _fill(a, 1)
+    loads = []
+    real = a._load_index
+    a._load_index = lambda: loads.append(1) or real()
+
+    def put(st, vid):
+        st.put(_meta(vid, 2), {"logmel": np.zeros((2, 101, 40), np.float16)}, {"logmel": _rec()})
+        st.commit()
+    put(a, "v1")
+    put(a, "v2")
+    assert loads == []                         # its own index: kept, not parsed again
+    put(open_store(tmp_path / "s"), "v3")      # another writer
+    a._index_stamp = lambda: (0,)              # a file identity that cannot tell them apart:
+    a._stamp = (0,)                            # the digest of the index's bytes does
+    put(a, "v4")
+    assert len(loads) == 1 and open_store(tmp_path / "s").ids() == ["v0", "v1", "v2", "v3", "v4"]
+
+
 @pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
 def test_a_shard_is_staged_once_and_becomes_one_segment(tmp_path, name):
     st = create_store(tmp_path / name)
