@@ -24,7 +24,7 @@ from ..datasets.base import Dataset
 from ..stages import STAGES, Stage
 from ..store import create_store
 from .ahead import cores
-from .process import ensure_setup, prepare, stage_device
+from .process import ensure_setup, prepare, stage_device, store_for
 from .work import Outcome, known_failure, process_shard, process_video  # noqa: F401
 
 DEFAULT_STAGES = ("decode", "spectrogram")
@@ -205,6 +205,8 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
             if _commit_due(pending, time.monotonic() - last, cost):
                 c = time.perf_counter()
                 store.commit()
+                if cluster is None and scheduler is None:   # the stream's store object: the
+                    store_for(str(store.path)).follow(store)  # new index, without a parse
                 cost = time.perf_counter() - c
                 summary.time("commit", cost)
                 pending, last = 0, time.monotonic()

@@ -141,6 +141,12 @@ class PackedStore(Store):
     def refresh(self) -> None:
         self._index = None
 
+    def follow(self, other: "PackedStore") -> None:
+        """Hold the index ``other`` (another object of this store, in this process) holds, as
+        if this one had loaded it: ``extract``'s object commits, the stream's reads.  Here: parse
+        it again when next asked (a backend whose readers hold file handles needs that)."""
+        self.refresh()
+
     def _index_digest(self) -> str | None:
         """A digest of the index as saved now, equal to the one this object took when it
         loaded or saved the index it holds if and only if that is still the index (cheaper than

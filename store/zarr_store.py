@@ -132,6 +132,12 @@ class ZarrStore(PackedStore):
         text = _atomic_write_json(self.path / "index" / "zarr.json", _group_doc({"l2l_index": index}))
         self._digest = _digest(text.encode())
 
+    def follow(self, other: "PackedStore") -> None:
+        """Take ``other``'s index without parsing it (segments are immutable: the arrays this
+        object has open stay valid)."""
+        with self._reload:
+            self._index, self._stamp, self._digest = other._index, other._stamp, other._digest
+
     def _index_digest(self) -> str | None:
         try:
             return _digest((self.path / "index" / "zarr.json").read_bytes())

@@ -205,6 +205,22 @@ def test_a_commit_parses_the_index_again_only_when_another_writer_replaced_it(tm
 
 
 @pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
+def test_a_reader_follows_the_committing_object_of_its_process(tmp_path, name):
+    writer = create_store(tmp_path / name)
+    _fill(writer, 1)
+    reader = open_store(tmp_path / name)
+    assert reader.ids() == ["v0"]
+    loads = []
+    real = reader._load_index
+    reader._load_index = lambda: loads.append(1) or real()
+    writer.put(_meta("v5", 2), {"logmel": np.ones((2, 101, 40), np.float16)}, {"logmel": _rec()})
+    writer.commit()
+    reader.follow(writer)
+    assert reader.ids() == ["v0", "v5"] and np.all(reader.read("v5", ["logmel"])["logmel"] == 1)
+    assert len(loads) == (0 if name.endswith(".zarr") else 1)   # HDF5: a fresh file handle
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
 def test_a_shard_is_staged_once_and_becomes_one_segment(tmp_path, name):
     st = create_store(tmp_path / name)
     rng = np.random.default_rng(5)
