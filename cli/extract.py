@@ -30,8 +30,8 @@ from .common import (DATASET, DATASET_OPTION, DEVICE, PROGRESS, load_dataset, pa
 @click.option("--set", "sets", multiple=True, metavar="STAGE.OPTION=VALUE",
               help="Override a stage option, e.g. --set spectrogram.floor=1e-5 (repeatable).")
 @DEVICE
-@click.option("--workers", type=click.IntRange(1), default=1, help="Parallel worker processes (an embedded dask cluster when > 1; a run "
-              "that only reads stored inputs runs in one process, on every core).")
+@click.option("--workers", type=click.IntRange(1), default=1, help="Parallel worker processes (an embedded dask cluster when > 1; a GPU "
+              "run that only reads stored inputs runs in one process, on every core).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead.")
 @click.option("--backend", type=click.Choice(sorted(BACKENDS)), default=None,
               help="Store backend for a new store (default: hdf5 for *.h5, else zarr).")

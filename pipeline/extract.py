@@ -156,11 +156,12 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     device = resolve_device(device, stages)
     stages = [s.for_device(stage_device(s, device)) for s in stages]
     embedded = scheduler is None and workers > 1
-    if embedded and not reads_media(store_path, _videos(dataset, subset, limit), stages,
-                                    skip_failed=not retry_failed):
+    cpu_models = device == "cpu" and any(s.uses_gpu for s in stages)   # (processes scale best)
+    if embedded and not cpu_models and not reads_media(store_path, _videos(dataset, subset, limit),
+                                                       stages, skip_failed=not retry_failed):
         embedded = False          # only stored inputs to read: here, with every core (see below)
         summary.notes.append(f"every video's decoded inputs are stored: one process runs the "
-                             f"models and reads the store with {cores()} threads (not "
+                             f"stages and reads the store with {cores()} threads (not "
                              f"{workers} worker processes)")
     cluster = runner.start_cluster(workers, device=device, stages=stages) if embedded else None
     try:
@@ -240,9 +241,11 @@ def reads_media(store_path, videos, stages: Sequence[Stage], skip_failed: bool =
     """Whether extracting ``videos`` may read a media file: some video lacks, in the store at
     ``store_path``, a stored output (of this stage config) of a stage that reads the source, or
     of one whose inputs can only come from such a stage (a transient output, like decode's
-    audio windows or the teacher's clips).  When not, the run only reads stored arrays and runs
-    models: worker processes would each load the models and share one GPU for nothing, so
-    ``extract`` runs it in one process, its reads spread over every core.  From the index only
+    audio windows or the teacher's clips).  When not, and the models run on a GPU (or there is
+    none), the run only reads stored arrays and feeds the GPU: worker processes would each load
+    the models and share one GPU for nothing, so ``extract`` runs it in one process, its reads
+    spread over every core.  (Models on the CPU keep the workers: N processes of one thread
+    scale better than one process of N.)  From the index only
     (no file is opened: a media file changed since is found, and decoded, by the run itself);
     with ``skip_failed``, a video whose failure is recorded is not retried, so not read."""
     from ..store import open_store, recorded_backend
