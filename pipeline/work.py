@@ -9,8 +9,9 @@ commit).  Stages before the first ``batchable`` one run video by video (decode s
 its transient audio windows go to the spectrogram and are dropped); from the first batchable
 stage on, every stage runs over a *group* of videos at once: ``run_batch`` over all the videos
 that need it (one forward pass spans videos, at least ``BATCH_MOMENTS`` moments when there are
-that many), with inputs kept in memory from earlier stages or read from the store with
-``read_many`` (contiguous blocks; the next group's, in a reader thread, while this one runs).
+that many; on a GPU, two forward passes' worth), with inputs kept in memory from earlier stages
+or read from the store with ``read_many`` (contiguous blocks; the next group's, in a reader
+thread, while this one runs).
 A video that fails is recorded as a one-line failure; the others go on.
 
 Not here: where the shards run (``runner.py``) or the data-set loop and commits (``extract.py``).
@@ -105,6 +106,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     writes: list = []                               # parcels being written by the helper
     settling = None                                 # the helper's settle of the last video
     cpu_only = not rest and first_batch == len(stages)
+    group_moments = _group_moments(stages[first_batch], device) if not cpu_only else 0
 
     def flush() -> None:
         """Write the parcel in the helper thread (after the stages queued there before it; when
@@ -147,7 +149,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         if first_batch == len(stages):
             _run_group(store, group, [], device, versions, staged)
             group = []
-        elif sum(j.moments() for j in group) >= BATCH_MOMENTS or len(group) >= 64:
+        elif sum(j.moments() for j in group) >= group_moments or len(group) >= 64:
             launch(group)
             group = []
         if (sum(a.nbytes for p, _ in staged for a in p.arrays.values()) >= PARCEL_BYTES
@@ -197,6 +199,16 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         fut.result()
     for job in jobs[told:]:
         yield job.outcome
+
+
+def _group_moments(stage: Stage, device: str) -> int:
+    """Moments a group gathers before ``stage`` (the first batchable one) runs over it:
+    ``BATCH_MOMENTS``, or on a GPU two of the model's forward passes, so that its last pass
+    (padded to a power of two) wastes little (a 600-moment group would be one pass of 1,024)."""
+    size = getattr(stage, "batch_size", None)
+    if size is None or stage_device(stage, device) == "cpu":
+        return BATCH_MOMENTS
+    return max(BATCH_MOMENTS, 2 * size(device))
 
 
 def _prefetch(store, group: list[_Job], stage: Stage) -> None:

@@ -184,3 +184,13 @@ def test_extract_with_the_teacher_decodes_once_and_stores_its_numbers(tmp_path, 
     assert got["teacher"].shape == (3, 512)
     assert np.array_equal(got["teacher"], want["teacher"])
     assert np.array_equal(got["teacher_logits"], want["teacher_logits"])
+
+
+def test_a_gpu_group_holds_two_forward_passes_a_cpu_group_512_moments(checkpoint):
+    from l2l.pipeline.work import BATCH_MOMENTS, _group_moments
+    stage = Features(FeaturesConfig(checkpoint=str(checkpoint)))
+    assert _group_moments(stage, "cpu") == BATCH_MOMENTS == 512
+    assert _group_moments(stage, "cuda") == 2 * stage.gpu_batch == 2048      # touches no GPU
+    small = Features(FeaturesConfig(checkpoint=str(checkpoint), batch_size=128))
+    assert _group_moments(small, "cuda:1") == BATCH_MOMENTS                 # two passes < 512
+    assert _group_moments(Spectrogram(), "cuda") == BATCH_MOMENTS
