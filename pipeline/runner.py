@@ -210,10 +210,10 @@ def _start_worker(blob: bytes, device: str, threads: int) -> tuple[str, float]:
     return ("", time.perf_counter() - t)
 
 
-def _shard_task(store_path, videos, blob, device, missing_reason, threads):
+def _shard_task(store_path, videos, blob, device, missing_reason, threads, run=None):
     stages = _stages_here(blob)
     _set_threads(threads)
-    return process_shard(store_path, videos, stages, device, missing_reason)
+    return process_shard(store_path, videos, stages, device, missing_reason, run)
 
 
 def _crash_outcomes(store_path: str, shard: list[VideoRecord], error: BaseException) -> list[Outcome]:
@@ -303,7 +303,7 @@ def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[St
             size = max(1, min(SHARD_VIDEOS, math.ceil(len(videos) / (4 * n_workers))))
             shards = _shards(store_path, list(videos), stages, size)
             futures = [client.submit(_shard_task, store_path, sh, blob, device, missing_reason,
-                                     min(threads.values()), key=f"l2l-shard-{run}-{i}",
+                                     min(threads.values()), run, key=f"l2l-shard-{run}-{i}",
                                      retries=retries, pure=False,
                                      resources=resources or None)
                        for i, sh in enumerate(shards)]

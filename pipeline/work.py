@@ -73,14 +73,16 @@ def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], 
 
 
 def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
-                  device: str = "cpu", missing_reason: str = "") -> list[Outcome]:
-    """Extract ``videos`` into the store; one ``Outcome`` per video, in order (a dask task)."""
-    return list(process_stream(store_path, videos, stages, device, missing_reason))
+                  device: str = "cpu", missing_reason: str = "", run: str | None = None
+                  ) -> list[Outcome]:
+    """Extract ``videos`` into the store; one ``Outcome`` per video, in order (a dask task of
+    run ``run``: the store's index is read once per run, ``Store.hold``)."""
+    return list(process_stream(store_path, videos, stages, device, missing_reason, run=run))
 
 
 def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
                    device: str = "cpu", missing_reason: str = "", *,
-                   parcel_videos: int | None = None) -> Iterator[Outcome]:
+                   parcel_videos: int | None = None, run: str | None = None) -> Iterator[Outcome]:
     """Extract ``videos`` into the store, yielding each video's ``Outcome`` (in order) once its
     arrays are staged or it failed.  The stages that read the media file (decode) run in up to
     ``decode_slots()`` threads at once (``ahead.py``), and keep running while the caller works
@@ -90,6 +92,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     ``PARCEL_BYTES``, or every ``parcel_videos`` finished videos, and at the end, by the
     helper thread too (its outcomes are "done" once written)."""
     store = store_for(store_path)
+    store.hold(run)
     store.read_threads = cores()            # stored inputs: chunks decompressed on every core
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
@@ -106,7 +109,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     writes: list = []                               # parcels being written by the helper
     settling = None                                 # the helper's settle of the last video
     cpu_only = not rest and first_batch == len(stages)
-    group_moments = _group_moments(stages[first_batch], device) if not cpu_only else 0
+    group_moments = _group_moments(stages[first_batch], device) if first_batch < len(stages) else 0
 
     def flush() -> None:
         """Write the parcel in the helper thread (after the stages queued there before it; when

@@ -226,7 +226,10 @@ def test_kill9_with_the_hdf5_backend(media, tmp_path, point, nth):
 
 
 def test_kill9_of_the_extract_command_from_outside(media, tmp_path):
-    """``l2l extract`` killed from outside once 4 parcels are staged (none committed yet)."""
+    """``l2l extract`` killed from outside once 4 parcels are staged (none committed yet: from
+    the 2nd staged parcel on, this test holds the store's commit lock, as another committing
+    process would, so the run's final commit waits for it instead of racing the kill)."""
+    import fcntl
     store = _seeded(tmp_path / "store", media["ref"])
     cmd = [sys.executable, "-c", "from l2l.cli.main import main; main()", "extract",
            "--dataset", "activitynet", "--videos", str(media["videos"]), "--annotations",
@@ -235,14 +238,21 @@ def test_kill9_of_the_extract_command_from_outside(media, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staging = store / "staging"
     deadline = time.monotonic() + 60
+    lock = None
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if staging.is_dir() and sum(not p.name.startswith(".") for p in staging.iterdir()) >= 4:
+            n = sum(not p.name.startswith(".") for p in staging.iterdir()) if staging.is_dir() else 0
+            if n >= 2 and lock is None:
+                lock = open(store / "zarr.json", "rb")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if n >= 4:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.002)
     finally:
         rc = proc.wait(timeout=30)
+        if lock is not None:
+            lock.close()
     assert rc == -signal.SIGKILL, f"extract ended ({rc}) before it had staged 4 parcels"
     visible, staged = _after_kill(store)
     assert visible == {} and len(staged) >= 3

@@ -221,6 +221,29 @@ def test_a_reader_follows_the_committing_object_of_its_process(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
+def test_a_worker_holds_the_index_for_its_run(tmp_path, name):
+    writer = create_store(tmp_path / name)
+    _fill(writer, 1)
+    worker = open_store(tmp_path / name)
+    worker.hold("run-1")
+    assert worker.ids() == ["v0"]
+    loads = []
+    real = worker._load_index
+    worker._load_index = lambda: loads.append(1) or real()
+    writer.put(_meta("v5", 2), {"logmel": np.ones((2, 101, 40), np.float16)}, {"logmel": _rec()})
+    writer.commit()                            # another shard's video: not parsed for it
+    assert worker.ids() == ["v0"] and loads == []
+    assert np.array_equal(worker.read("v0", ["logmel"])["logmel"],
+                          writer.read("v0", ["logmel"])["logmel"])
+    worker.hold("run-2")                       # the next run reads the index again
+    assert worker.ids() == ["v0", "v5"] and len(loads) == 1
+    worker.hold(None)                          # no run: every access looks for a newer one
+    writer.put(_meta("v6", 2), {"logmel": np.ones((2, 101, 40), np.float16)}, {"logmel": _rec()})
+    writer.commit()
+    assert worker.ids() == ["v0", "v5", "v6"]
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
 def test_a_shard_is_staged_once_and_becomes_one_segment(tmp_path, name):
     st = create_store(tmp_path / name)
     rng = np.random.default_rng(5)
