@@ -3,8 +3,10 @@
 ``plan_stages`` builds the stage objects from names and options (applying what later stages ask
 of earlier ones, ``Stage.upstream_options``).  ``extract`` runs the unit of work
 (``work.process_shard``: a shard of videos, whatever is not cached yet) over a data set, serially
-or on dask workers (``runner.py``), commits periodically and at the end, and returns a summary
-with where the time went.  No model, decoding or store I/O code lives here.
+or on dask workers (``runner.py``; a GPU run that reads no media file, ``reads_media``, runs in
+this process whatever ``workers`` says), commits periodically (``_commit_due``: never more than
+``COMMIT_SHARE`` of the run) and at the end, and returns a summary with where the time went.
+No model, decoding or store I/O code lives here.
 
 Timing log: with ``L2L_TIMINGS=FILE`` in the environment, ``extract`` writes a JSON object of
 seconds per part (start-up before ``extract``, store set-up, cluster start, per-stage work summed
