@@ -27,7 +27,8 @@ from ..stages import STAGES, Stage
 from ..store import create_store
 from .ahead import cores
 from .process import ensure_setup, prepare, stage_device, store_for
-from .work import Outcome, known_failure, process_shard, process_video  # noqa: F401
+from .plan import Outcome, known_failure, reads_media  # noqa: F401
+from .work import process_shard, process_video  # noqa: F401
 
 DEFAULT_STAGES = ("decode", "spectrogram")
 COMMIT_EVERY = 64            # videos between periodic commits (what readers see meanwhile: a
@@ -237,45 +238,6 @@ def _commit_due(pending: int, since: float, cost: float) -> bool:
 def _videos(dataset: Dataset, subset: str | None, limit: int | None) -> list:
     videos = list(dataset.subset(subset).videos)
     return videos if limit is None else videos[:limit]
-
-
-def reads_media(store_path, videos, stages: Sequence[Stage], skip_failed: bool = True) -> bool:
-    """Whether extracting ``videos`` may read a media file: some video lacks, in the store at
-    ``store_path``, a stored output (of this stage config) of a stage that reads the source, or
-    of one whose inputs can only come from such a stage (a transient output, like decode's
-    audio windows or the teacher's clips).  When not, and the models run on a GPU (or there is
-    none), the run only reads stored arrays and feeds the GPU: worker processes would each load
-    the models and share one GPU for nothing, so ``extract`` runs it in one process, its reads
-    spread over every core.  (Models on the CPU keep the workers: N processes of one thread
-    scale better than one process of N.)  From the index only
-    (no file is opened: a media file changed since is found, and decoded, by the run itself);
-    with ``skip_failed``, a video whose failure is recorded is not retried, so not read."""
-    from ..store import open_store, recorded_backend
-    if not videos or recorded_backend(store_path) is None:
-        return True
-    try:
-        index = open_store(store_path).index
-    except (OSError, L2LError):
-        return True
-    producer = {o: s for s in stages for o in s.outputs}
-    configs = {s.name: json.loads(json.dumps(s.config_dict())) for s in stages}   # as stored
-    for v in videos:
-        entry = index["videos"].get(v.id)
-        if entry is None and skip_failed and v.id in index["failures"]:
-            continue
-        if entry is None:
-            return True
-        fields = entry["fields"]
-        runs = {s.name for s in stages
-                if any(o not in fields or index["records"][fields[o]["rec"]]["config"] != configs[s.name]
-                       for o in s.outputs if o not in s.transient)}
-        for s in reversed(stages):                  # what a running stage needs, runs too
-            if s.name in runs:
-                runs |= {producer[i].name for i in s.inputs
-                         if i in producer and i in producer[i].transient}
-        if any("source" in s.inputs for s in stages if s.name in runs):
-            return True
-    return False
 
 
 def _write_timings(summary: Summary, t0: float) -> None:

@@ -46,7 +46,8 @@ from ..stages import Stage
 from ..store import Failure, open_store
 from .ahead import set_cores
 from .process import prepare, store_for
-from .work import BATCH_MOMENTS, Outcome, process_shard, process_stream
+from .plan import Outcome
+from .work import BATCH_MOMENTS, process_shard, process_stream
 
 SHARD_VIDEOS = 16            # most videos per dask task
 SERIAL_SHARD_VIDEOS = 4      # videos per parcel in the serial runner (one parcel, one segment)

@@ -1,9 +1,8 @@
 """The unit of extraction work: one shard (a few videos; in the serial runner, every video as
 one stream) in whatever process runs it.
 
-``process_stream`` (``process_shard``: the same, as a list) works out from the store's
-provenance which stages each video still needs (a stage whose outputs are stored with the same
-cache key is skipped), runs them, and stages the new arrays with one ``Store.put_many`` per
+``process_stream`` (``process_shard``: the same, as a list) asks ``plan.py`` which stages each
+video still needs, runs them, and stages the new arrays with one ``Store.put_many`` per
 parcel (each array is written once, by this process, into what becomes an immutable segment at
 commit).  Stages before the first ``batchable`` one run video by video (decode streams the file;
 its transient audio windows go to the spectrogram and are dropped); from the first batchable
@@ -14,56 +13,26 @@ or read from the store with ``read_many`` (contiguous blocks; the next group's, 
 thread, while this one runs).
 A video that fails is recorded as a one-line failure; the others go on.
 
-Not here: where the shards run (``runner.py``) or the data-set loop and commits (``extract.py``).
+Not here: what a video needs (``plan.py``), where the shards run (``runner.py``) or the data-set
+loop and commits (``extract.py``).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from ..datasets.base import VideoRecord
 from ..stages import Stage
-from ..stages.decode import DecodeError, source_fingerprint
+from ..stages.decode import DecodeError
 from .ahead import ahead, cores, decode_slots, with_threads
+from .plan import Job, Outcome, plan
 from .process import ensure_setup, named_thread, stage_device, store_for
 from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions
 
 BATCH_MOMENTS = 512          # moments a group gathers before its batchable stages run
 PARCEL_BYTES = 256 << 20     # staged bytes after which a parcel is written (bounds memory)
 ERRORS = (DecodeError, StoreError, OSError, ValueError, RuntimeError)
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    id: str
-    status: str              # "done", "skipped" or "failed"
-    stage: str = ""
-    reason: str = ""
-    seconds: float = 0.0
-    moments: int = 0
-    timings: dict = dataclasses.field(default_factory=dict, compare=False)  # part -> seconds
-
-
-class _Job:
-    """One video's state while its shard is processed."""
-
-    def __init__(self, video: VideoRecord):
-        self.video, self.t0 = video, time.perf_counter()
-        self.keys: dict[str, str] = {}
-        self.fresh: set[str] = set()          # stages to run
-        self.todo: set[str] = set()           # stages whose outputs are stored anew
-        self.values: dict[str, Any] = {}
-        self.arrays: dict[str, Any] = {}
-        self.records: dict[str, ArrayRecord] = {}
-        self.decoded: dict | None = None
-        self.current = "decode"
-        self.n = 0                            # moments (from decode, or the stored meta)
-        self.timings: dict[str, float] = {}
-        self.outcome: Outcome | None = None
-
-    def moments(self) -> int:
-        return self.n
 
 
 def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], device: str = "cpu",
@@ -101,9 +70,9 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     n_helper = next((i for i in range(n_source, first_batch) if stages[i].uses_gpu), first_batch)
     reads_source, after = stages[:n_source], stages[n_source:n_helper]
     rest = stages[n_helper:first_batch]             # per-video model stages: this thread
-    jobs = [_Job(v) for v in videos]
-    group: list[_Job] = []
-    staged: list[tuple[Put, _Job]] = []
+    jobs = [Job(v) for v in videos]
+    group: list[Job] = []
+    staged: list[tuple[Put, Job]] = []
     pending = None
     told = 0                                        # jobs whose outcome was yielded
     writes: list = []                               # parcels being written by the helper
@@ -124,7 +93,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
 
     ready = None            # a group whose stored inputs the reader thread is reading
 
-    def launch(g: list[_Job]) -> None:
+    def launch(g: list[Job]) -> None:
         """Start reading group ``g``'s stored inputs in the reader thread, then run the group
         before it (read while this one was being put together): reading overlaps the model,
         and the helper's writes."""
@@ -140,7 +109,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         fut.result()
         _run_group(store, g, stages[first_batch:], device, versions, staged)
 
-    def settle(job: _Job, fut) -> None:
+    def settle(job: Job, fut) -> None:
         nonlocal group, staged
         try:
             fut.result()
@@ -162,9 +131,9 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     slots = decode_slots() if len(jobs) > 1 else 1
     reads_source = [with_threads(s, slots) for s in reads_source]   # (``ahead.py``)
 
-    def start(job: _Job) -> BaseException | None:
+    def start(job: Job) -> BaseException | None:
         try:
-            _plan(store, job, stages, missing_reason)
+            plan(store, job, stages, missing_reason)
             if job.outcome is None:
                 for stage in reads_source:
                     if stage.name in job.fresh:
@@ -214,7 +183,7 @@ def _group_moments(stage: Stage, device: str) -> int:
     return max(BATCH_MOMENTS, 2 * size(device))
 
 
-def _prefetch(store, group: list[_Job], stage: Stage) -> None:
+def _prefetch(store, group: list[Job], stage: Stage) -> None:
     """Read what ``stage`` needs from the store for ``group`` (the reader thread).  An error
     leaves the inputs unread: ``_run_group`` reads them again and records the failure."""
     members = [j for j in group if j.outcome is None and stage.name in j.fresh]
@@ -224,44 +193,13 @@ def _prefetch(store, group: list[_Job], stage: Stage) -> None:
         pass
 
 
-def _run_stages(store, job: _Job, stages: Sequence[Stage], device: str, versions: dict) -> None:
+def _run_stages(store, job: Job, stages: Sequence[Stage], device: str, versions: dict) -> None:
     for stage in stages:
         if stage.name in job.fresh:
             _run_one(store, job, stage, device, versions)
 
 
-def _plan(store, job: _Job, stages: Sequence[Stage], missing_reason: str) -> None:
-    video = job.video
-    if video.path is None:
-        raise DecodeError(video.id, missing_reason or "listed in the annotations but no media file found")
-    job.keys = keys = {"source": source_fingerprint(video.path)}
-    existing = {}
-    if video.id in store.index["videos"]:
-        existing = store.records(video.id)
-        job.n = store.meta(video.id).num_moments
-    producer = {}
-    for stage in stages:
-        key = stage.key({i: keys[i] for i in stage.inputs})
-        for o in stage.outputs:
-            keys[o], producer[o] = key, stage
-        kept = [o for o in stage.outputs if o not in stage.transient]
-        if not all(o in existing and existing[o].key == key for o in kept):
-            job.todo.add(stage.name)
-    if not job.todo:
-        job.outcome = Outcome(video.id, "skipped", seconds=time.perf_counter() - job.t0)
-        return
-    fresh = set(job.todo)
-    # A stage that must run and reads a transient (unstored) array needs its producer to run.
-    for stage in reversed(stages):
-        if stage.name in fresh:
-            for i in stage.inputs:
-                p = producer.get(i)
-                if p is not None and (i in p.transient or i not in existing) and p.name not in fresh:
-                    fresh.add(p.name)
-    job.fresh = fresh
-
-
-def _keep(job: _Job, stage: Stage, out: dict, versions: dict, seconds: float) -> None:
+def _keep(job: Job, stage: Stage, out: dict, versions: dict, seconds: float) -> None:
     job.timings[stage.name] = job.timings.get(stage.name, 0.0) + seconds
     if stage.name == "decode":
         job.decoded = out
@@ -276,7 +214,7 @@ def _keep(job: _Job, stage: Stage, out: dict, versions: dict, seconds: float) ->
                                              key=job.keys[o], upstream=up, versions=versions)
 
 
-def _run_one(store, job: _Job, stage: Stage, device: str, versions: dict) -> None:
+def _run_one(store, job: Job, stage: Stage, device: str, versions: dict) -> None:
     job.current = stage.name
     ensure_setup(stage, device)
     need = [i for i in stage.inputs if i != "source" and i not in job.values]
@@ -288,10 +226,10 @@ def _run_one(store, job: _Job, stage: Stage, device: str, versions: dict) -> Non
     _keep(job, stage, out, versions, time.perf_counter() - t)
 
 
-def _read_inputs(store, members: list[_Job], stage: Stage) -> None:
+def _read_inputs(store, members: list[Job], stage: Stage) -> None:
     """Stored inputs of ``members`` for ``stage``, read with ``read_many`` (one contiguous read
     per segment run) for all videos that need the same arrays."""
-    by_need: dict[tuple, list[_Job]] = {}
+    by_need: dict[tuple, list[Job]] = {}
     for j in members:
         need = tuple(i for i in stage.inputs if i != "source" and i not in j.values)
         if need:
@@ -306,7 +244,7 @@ def _read_inputs(store, members: list[_Job], stage: Stage) -> None:
             j.timings["read"] = j.timings.get("read", 0.0) + per
 
 
-def _run_group(store, group: list[_Job], stages: Sequence[Stage], device: str, versions: dict,
+def _run_group(store, group: list[Job], stages: Sequence[Stage], device: str, versions: dict,
                staged: list) -> None:
     for stage in stages:
         members = [j for j in group if j.outcome is None and stage.name in j.fresh]
@@ -354,7 +292,7 @@ def _run_group(store, group: list[_Job], stages: Sequence[Stage], device: str, v
             j.values = {}                    # transients (audio windows, clips) go now
 
 
-def _stage(store, staged: list[tuple[Put, _Job]]) -> None:
+def _stage(store, staged: list[tuple[Put, Job]]) -> None:
     """One ``put_many`` for the shard's finished videos; then their outcomes are "done"."""
     if not staged:
         return
@@ -374,7 +312,7 @@ def _stage(store, staged: list[tuple[Put, _Job]]) -> None:
         j.arrays = {}
 
 
-def _fail(store, job: _Job, e: BaseException) -> None:
+def _fail(store, job: Job, e: BaseException) -> None:
     video = job.video
     where = str(video.path or video.id)
     if isinstance(e, DecodeError):
@@ -398,16 +336,3 @@ def _meta(video: VideoRecord, decoded: dict | None, store) -> VideoMeta:
                      duration=float(decoded["duration"]), fps=float(decoded["fps"]),
                      num_moments=int(len(decoded["times"])), has_audio=bool(decoded["has_audio"]),
                      source=str(video.path))
-
-
-def known_failure(store, video: VideoRecord, stages: Sequence[Stage]) -> Outcome | None:
-    """A decode failure already recorded for these very bytes and this decode config: the same
-    file would fail the same way again, so it is not retried (unless asked)."""
-    f = store.index["failures"].get(video.id)
-    decode = next((s for s in stages if s.name == "decode"), None)
-    if not f or not f.get("key") or decode is None or video.path is None or not video.path.is_file():
-        return None
-    if f["key"] != decode.key({"source": source_fingerprint(video.path)}):
-        return None
-    return Outcome(video.id, "failed", f["stage"], f"{f['reason']} (recorded earlier; "
-                                                   "--retry-failed tries again)")
