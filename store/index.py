@@ -77,6 +77,40 @@ def shallow_copy(idx: dict) -> dict:
     return new
 
 
+def plan_commit(parcels, gen: int, check, segment_of, taken: set[str]):
+    """What a commit of ``parcels`` ([(name, attrs)], in commit order) does: ``(skip, bad,
+    segs)``.  A (parcel, video id) is in ``skip`` when a later parcel replaces the video (a task
+    retried after its worker died past ``put_many``), in ``bad`` when ``check(parcel, video)``
+    fails; ``segs``: parcel -> the segment it becomes, for each parcel with a sound video
+    (``segment_of(parcel)`` when it is one already, else ``<gen>-<place>-<digest>``, not in
+    ``taken``: names sort as commits, then staging, ran)."""
+    last_replace = {}
+    for k, (_, a) in enumerate(parcels):
+        for v in a.get("videos", []):
+            if v["replace"]:
+                last_replace[v["meta"]["id"]] = k
+    skip, bad, segs = set(), set(), {}
+    for k, (pname, a) in enumerate(parcels):
+        live = False
+        for v in a.get("videos", []):
+            vid = v["meta"]["id"]
+            if k < last_replace.get(vid, -1):
+                skip.add((pname, vid))
+            elif not check(pname, v):
+                bad.add((pname, vid))
+            else:
+                live = True
+        if live:
+            seg = segment_of(pname)
+            if seg is None:
+                seg = f"{gen:06d}-{k:04d}-{a['digest'][:12]}"
+                while seg in taken:
+                    seg += "x"
+            segs[pname] = seg
+            taken.add(seg)
+    return skip, bad, segs
+
+
 def apply_commit(idx: dict, parcels, segs: dict[str, str], skip: set, bad: set) -> None:
     """Fold ``parcels`` ([(name, attrs)], in commit order) into ``idx``: failures are recorded;
     each video of a put parcel points its fields at rows ``rec["arr"], rec["start"]:rec["stop"]``

@@ -37,7 +37,7 @@ import numpy as np
 
 from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Problem, Put, Store, StoreError,
                    VideoMeta)
-from .index import apply_commit, checksum, pack, parcel_digest, shallow_copy
+from .index import apply_commit, checksum, pack, parcel_digest, plan_commit, shallow_copy
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
 TMP_MAX_AGE = 3600.0         # seconds after which a temporary left by a killed writer is removed
@@ -145,24 +145,21 @@ class PackedStore(Store):
         self._index = None
 
     def hold(self, run: str | None) -> None:
-        """For run ``run`` (None: none), keep the index as first read, not looking for a newer one
-        at every access: a dask worker plans and reads only its own shards' videos, which other
-        shards' commits never touch, so it need not parse a replaced index (0.6 s at 20,000
-        videos) after every commit of the run.  A new run reads the index again."""
+        """During run ``run`` (None: none), keep the index as first read: a dask worker's videos
+        are never touched by other shards' commits, so it need not parse each new index (0.6 s
+        at 20,000 videos).  A new run reads it again."""
         with self._reload:
             if run != self._held:
                 self._held, self._index = run, None
 
     def follow(self, other: "PackedStore") -> None:
-        """Hold the index ``other`` (another object of this store, in this process) holds, as
-        if this one had loaded it: ``extract``'s object commits, the stream's reads.  Here: parse
-        it again when next asked (a backend whose readers hold file handles needs that)."""
+        """Hold the index ``other`` (another object of this store, here) just committed, as if
+        loaded; here: parse it when next asked (readers holding file handles need that)."""
         self.refresh()
 
     def _index_digest(self) -> str | None:
-        """A digest of the index as saved now, equal to the one this object took when it
-        loaded or saved the index it holds if and only if that is still the index (cheaper than
-        parsing it: tens of MB of JSON); None when the backend cannot tell (then it is parsed)."""
+        """A digest of the index as saved now (compared with ``_digest``, taken when this object
+        loaded or saved it: cheaper than parsing); None: the backend cannot tell."""
         return None
 
     def _current(self) -> None:
@@ -343,35 +340,9 @@ class PackedStore(Store):
             return {"videos": 0, "failures": 0, "rejected": 0, "superseded": 0, "segments": [],
                     "segments_removed": 0}
         parcels.sort(key=lambda p: (p[1].get("seq", 0), p[0]))
-        # A video staged twice (a task retried after its worker died past ``put_many``): a
-        # later replacing put makes the earlier ones moot.
-        last_replace = {}
-        for k, (_, a) in enumerate(parcels):
-            for v in a.get("videos", []):
-                if v["replace"]:
-                    last_replace[v["meta"]["id"]] = k
-        skip, bad, live = set(), set(), {}
-        for k, (pname, a) in enumerate(parcels):
-            for v in a.get("videos", []):
-                vid = v["meta"]["id"]
-                if k < last_replace.get(vid, -1):
-                    skip.add((pname, vid))
-                elif not self._check(pname, v):
-                    bad.add((pname, vid))
-                else:
-                    live[pname] = live.get(pname, 0) + 1
         gen = idx["generation"] + 1
-        taken = set(self._segments())
-        segs = {}
-        for k, (pname, a) in enumerate(parcels):
-            if live.get(pname):
-                seg = self._segment_of(pname)      # a parcel already in place keeps its name
-                if seg is None:                    # names sort as commits, then staging, ran
-                    seg = f"{gen:06d}-{k:04d}-{a['digest'][:12]}"
-                    while seg in taken:
-                        seg += "x"
-                segs[pname] = seg
-                taken.add(seg)
+        skip, bad, segs = plan_commit(parcels, gen, self._check, self._segment_of,
+                                      set(self._segments()))
         new = shallow_copy(idx)
         new["generation"] = gen
         new["consumed"] = [n for n, _ in parcels]
@@ -383,7 +354,8 @@ class PackedStore(Store):
         removed = self._gc()
         self._clean_temporaries()
         n_fail = sum(1 for _, a in parcels if a.get("kind") == "failure")
-        return {"videos": sum(live.values()), "failures": n_fail, "rejected": len(bad),
+        live = sum(len(a.get("videos", [])) for _, a in parcels) - len(skip) - len(bad)
+        return {"videos": live, "failures": n_fail, "rejected": len(bad),
                 "superseded": len(skip), "segments": sorted(segs.values()),
                 "segments_removed": removed}
 
