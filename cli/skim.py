@@ -19,8 +19,9 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: checkpoint.pt, log.csv, config.json.")
 @click.option("--student", type=click.Path(exists=True, path_type=Path), default=None,
-              help="train-student checkpoint (file or folder) giving Psi (frozen) and the "
-                   "classifier; without it both start fresh and train.")
+              help="train-student checkpoint (file or folder), or the authors' "
+                   "ImageAudioNet_ActivityNet.pth (on a store imported from their release), giving "
+                   "Psi (frozen) and the classifier; without it both start fresh and train.")
 @click.option("--steps", type=int, default=10, help="T, the moments looked at per video.")
 @click.option("--indexing", type=click.Choice(["audiovisual", "visual", "single"]),
               default="audiovisual",
@@ -47,6 +48,9 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
               help="Optimizer steps at least: small sets train more epochs (ActivityNet's "
                    "25 x 40 = 1000 steps keep the paper's recipe); 0 = --epochs exactly.")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
+@click.option("--milestones", type=(int, int), default=(15, 20), show_default=True,
+              help="The lr drops 10x at epochs A and B of a 25-epoch schedule (the paper: 15 "
+                   "20), scaled to the epochs run (x epochs / 25).")
 @click.option("--classifier-lr-factor", type=float, default=0.1, show_default=True,
               help="The student's classifier learns at this x lr.")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True,
@@ -64,7 +68,7 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
               help="Continue the run already in --out (same options needed).")
 @PROGRESS
 def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition_features,
-               readout, fresh_classifier, epochs, batch_size, min_steps, lr,
+               readout, fresh_classifier, epochs, batch_size, min_steps, lr, milestones,
                classifier_lr_factor, weight_decay, crop, train_subset, val_subset, seed, device,
                resume, progress):
     """Train the skimming network on STORE's cached image/audio features."""
@@ -74,6 +78,7 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
     try:
         config = TrainConfig(steps=steps, indexing=indexing, features=tuple(banks),
                              epochs=epochs, batch_size=batch_size, min_steps=min_steps, lr=lr,
+                             milestones=tuple(milestones),
                              classifier_lr_factor=classifier_lr_factor,
                              fresh_classifier=fresh_classifier, readout=readout,
                              weight_decay=weight_decay, crop_min=crop[0], crop_max=crop[1],

@@ -5,6 +5,7 @@ Every subcommand takes the store as its first argument, ``l2l store info STORE``
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,9 +16,9 @@ from ..store import BACKENDS
 from .common import PROGRESS
 
 
-def store_target(fn):
+def store_target(fn, *, exists: bool = True):
     """STORE positionally or ``--store STORE`` (not both, unless they agree)."""
-    path = click.Path(exists=True, path_type=Path)
+    path = click.Path(exists=exists, path_type=Path)
     fn = click.option("--store", "store_opt", type=path, default=None,
                       help="The store, as in other commands (instead of the STORE argument).")(fn)
     return click.argument("store", type=path, required=False)(fn)
@@ -122,22 +123,60 @@ def commit(store, store_opt):
 
 
 @store_group.command("export")
-@click.argument("paths", nargs=-1, metavar="[STORE] OUTFILE", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[STORE] OUT", type=click.Path(path_type=Path))
 @click.option("--store", "store_opt", type=click.Path(exists=True, path_type=Path), default=None,
               help="The store, as in other commands (instead of the STORE argument).")
-@click.option("--format", "fmt", type=click.Choice(sorted(BACKENDS)), default="hdf5",
-              help="Backend of the new store: hdf5 (one file, for exchange) or zarr (a folder).")
+@click.option("--format", "fmt", type=click.Choice([*sorted(BACKENDS), "listen-to-look"]),
+              default="hdf5",
+              help="hdf5 (one file, for exchange) or zarr (a folder): a new store; listen-to-look: "
+                   "the authors' feature layout and pickles, a folder their main.py reads.")
+@click.option("--student", type=click.Path(exists=True, path_type=Path), default=None,
+              help="listen-to-look only: also write this train-student checkpoint's Psi and "
+                   "classifier as their ImageAudioClassifyModel (--weights_audioImageModel).")
 @PROGRESS
-def export(paths, store_opt, fmt, progress):
-    """Copy STORE into a new store OUTFILE (which must not exist), in one compact segment."""
+def export(paths, store_opt, fmt, student, progress):
+    """Copy STORE into a new store OUT (which must not exist), in one compact segment; or, with
+    --format listen-to-look, write its image/audio/imageaudio features in the authors' layout."""
     from ..store import export_store
     if len(paths) != (1 if store_opt is not None else 2):
-        raise click.UsageError("expected STORE OUTFILE, or --store STORE OUTFILE")
+        raise click.UsageError("expected STORE OUT, or --store STORE OUT")
     store, out = (store_opt, paths[0]) if store_opt is not None else paths
     if not Path(store).exists():
         raise click.BadParameter(f"{store}: does not exist", param_hint="STORE")
+    if fmt == "listen-to-look":
+        from ..pipeline.release import export_release
+        r = export_release(store, out, student=student, progress=progress)
+        click.echo(f"exported {r['videos']} videos to {out} (listen-to-look: "
+                   + ", ".join(f"{n} {k}" for k, n in r["pickles"].items())
+                   + f", {r['skipped']} unlabelled or in other subsets not in the pickles; class "
+                     f"order in {Path(out) / 'classes.txt'}"
+                   + (f"; checkpoint {r['checkpoint']}" if r["checkpoint"] else "") + ")")
+        return
+    if student is not None:
+        raise click.UsageError("--student goes with --format listen-to-look")
     dst = export_store(_open(store), out, fmt, progress=progress)
     click.echo(f"exported {len(dst.ids())} videos to {out} ({fmt})")
+
+
+@store_group.command("import")
+@functools.partial(store_target, exists=False)
+@click.option("--format", "fmt", type=click.Choice(["listen-to-look"]), required=True,
+              help="listen-to-look: the authors' ActivityNet release (facebookresearch/"
+                   "Listen-to-Look, README \"Preparation\").")
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="The release folder: image_features/, audio_features/, "
+                                  "imageAudio_features/, train.pkl, val.pkl.")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="ActivityNet's activity_net.v1-3.min.json: ids, labels, "
+                                  "subsets, and the class order of the release's int labels.")
+@PROGRESS
+def import_(store, store_opt, fmt, source, annotations, progress):
+    """Read the authors' released features into STORE (created if needed), bit for bit."""
+    from ..pipeline.release import import_release
+    store = _store_path(store, store_opt)
+    r = import_release(store, source, annotations, progress=progress)
+    click.echo(f"imported {r['videos']} videos ({r['moments']} moments) into {store}; "
+               f"{r['failed']} failed (`l2l store info {store} --failures`)")
 
 
 commands = [store_group]

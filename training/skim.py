@@ -200,9 +200,11 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
         st, info = student, {"path": None, "hash": None,
                              "classes": classes if n == len(classes) else [None] * n}
     elif student is not None:
-        from l2l.models.students import WeightsError, load_student
-        try:
-            st, info = load_student(student)
+        from l2l.models.release import load_any_student
+        from l2l.models.students import WeightsError
+        try:         # a train-student checkpoint, or the authors' ImageAudioNet_*.pth
+            st, info = load_any_student(student, classes=classes, class_order=(
+                store.info().get("release") or {}).get("class_order"))
         except WeightsError as e:
             raise SkimError(str(e)) from None
     if student is not None:
