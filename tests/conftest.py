@@ -61,6 +61,8 @@ SLOW = (
     "test_features_stage.py::test_teacher_stage_outputs_match_the_model",                    # 4 s
     "test_model_stages.py::test_teacher_run_batch_equals_run_per_video_bitwise_on_cpu",      # 4 s
     "test_train_skim.py::test_long_runs_checkpoint_every_few_epochs_and_resume_exactly",     # 8 s
+    "test_recipe_release.py::test_readme_release_block_runs_as_written",                    # 60 s
+    "test_release.py::test_export_student_as_their_checkpoint",                              # 4 s
 )
 
 
