@@ -29,7 +29,9 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 
 def store_option(*aliases: str, exists: bool = True,
                  help: str = "Feature store: a folder (zarr) or a *.h5 file (hdf5)."):
-    """``--store STORE`` (required), with older spellings (e.g. ``--features``) as aliases."""
+    """``--store STORE`` (required), with older spellings as aliases: ``--features`` always
+    (the README: the old spelling works in every command), and ``aliases``."""
+    aliases = tuple(dict.fromkeys(("--features", *aliases)))
     return click.option("--store", *aliases, "store_path", required=True, help=help,
                         type=click.Path(exists=exists, path_type=Path))
 
@@ -42,6 +44,17 @@ PROGRESS = click.option("--progress/--no-progress", default=None, callback=_reso
                         show_default=False,
                         help="Show progress bars (default: only when stderr is a terminal, so "
                              "that logs hold no redraws).")
+
+
+def torch_device(device: str) -> str:
+    """``--device``: "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without one
+    stops with one line."""
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device} asked for, but torch sees no CUDA device")
+    return device
 
 
 def fail(message: str) -> None:

@@ -7,8 +7,8 @@ import click
 
 from ..stages import STAGES
 from ..store import BACKENDS
-from .common import (DATASET, DATASET_OPTION, DEVICE, PROGRESS, load_dataset, parse_options, parse_sets,
-                     store_option)
+from .common import (DATASET, DATASET_OPTION, DEVICE, PROGRESS, fail, load_dataset, parse_options,
+                     parse_sets, store_option)
 
 
 @click.command()
@@ -48,6 +48,8 @@ def extract(dataset_name, dataset_options, videos, annotations, store_path, subs
     written, with exit status 1)."""
     from ..pipeline.extract import extract as run_extract, plan_stages
 
+    if not videos.is_dir():                      # before anything is read or written
+        fail(f"{videos}: no such videos folder (--videos)")
     names = [s.strip() for s in stages.split(",") if s.strip()]
     options = parse_sets(sets)
     if teacher_weights is not None:

@@ -8,10 +8,16 @@ stays quick.
 from __future__ import annotations
 
 import importlib
+import shlex
+import sys
 
 import click
 
 from ..core.errors import L2LError
+
+# Printed before the traceback of an unexpected exception (the README's "Exit codes").
+REPORT_LINE = ("l2l hit a bug, not a problem with your input (its traceback follows); please "
+               "report it with the command line: {command}")
 
 # Each module defines ``commands``: a list of click commands (or groups) to add to ``l2l``.
 COMMAND_MODULES = [
@@ -29,7 +35,8 @@ class L2LGroup(click.Group):
 
     Any ``L2LError`` raised by a command (or a nested group's command) is turned into
     ``Error: <one line>`` and exit status 1; click's own usage errors exit 2; anything else is a
-    bug and keeps its traceback.  Commands therefore do not catch l2l errors themselves.
+    bug: ``REPORT_LINE`` (please report it), then its traceback, exit status 1.  Commands
+    therefore do not catch l2l errors themselves.
     """
 
     def invoke(self, ctx: click.Context):
@@ -37,6 +44,12 @@ class L2LGroup(click.Group):
             return super().invoke(ctx)
         except L2LError as e:
             raise click.ClickException(e.line()) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:                  # a bug: what to do about it, then its traceback
+            click.echo(REPORT_LINE.format(command=shlex.join(["l2l", *sys.argv[1:]])), err=True)
+            raise
 
 
 @click.group(cls=L2LGroup,

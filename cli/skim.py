@@ -40,7 +40,8 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
               help="A new classifier at the full lr (the authors' single-modality variant) "
                    "instead of the student's at --classifier-lr-factor x lr.")
 @click.option("--epochs", type=int, default=25, show_default=True,
-              help="Epochs at least (the paper: 25); more when needed to reach --min-steps.")
+              help="Epochs (the paper: 25).  Left at its default, more are run when needed to "
+                   "reach --min-steps; typed, exactly these (unless --min-steps is typed too).")
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Videos per batch at most (the paper: 256); capped at a quarter of the "
                    "training set so small sets still take several steps an epoch.")
@@ -75,19 +76,22 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
     from ..training.skim import TrainConfig, train_skim as run
     if crop[0] < 1 or crop[1] < crop[0]:
         fail(f"--crop {crop[0]} {crop[1]}: need 1 <= MIN <= MAX")
-    try:
-        config = TrainConfig(steps=steps, indexing=indexing, features=tuple(banks),
-                             epochs=epochs, batch_size=batch_size, min_steps=min_steps, lr=lr,
-                             milestones=tuple(milestones),
-                             classifier_lr_factor=classifier_lr_factor,
-                             fresh_classifier=fresh_classifier, readout=readout,
-                             weight_decay=weight_decay, crop_min=crop[0], crop_max=crop[1],
-                             train_subset=train_subset, val_subset=val_subset,
-                             recognition_features=recognition_features, seed=seed)
-        row = run(store_path, out_dir, student=student, config=config, device=device,
-                  resume=resume, progress=progress, warn=lambda m: click.echo(m, err=True))
-    except ValueError as e:     # the skim model's config checks (l2l errors: cli.main)
-        fail(str(e))
+    ctx = click.get_current_context()
+    typed = {p: ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT,
+                                                    click.core.ParameterSource.DEFAULT_MAP)
+             for p in ("epochs", "min_steps")}
+    if typed["epochs"] and not typed["min_steps"]:
+        min_steps = 0                  # --epochs as typed: the step floor is for the default
+    config = TrainConfig(steps=steps, indexing=indexing, features=tuple(banks),
+                         epochs=epochs, batch_size=batch_size, min_steps=min_steps, lr=lr,
+                         milestones=tuple(milestones),
+                         classifier_lr_factor=classifier_lr_factor,
+                         fresh_classifier=fresh_classifier, readout=readout,
+                         weight_decay=weight_decay, crop_min=crop[0], crop_max=crop[1],
+                         train_subset=train_subset, val_subset=val_subset,
+                         recognition_features=recognition_features, seed=seed)
+    row = run(store_path, out_dir, student=student, config=config, device=device,
+              resume=resume, progress=progress, warn=lambda m: click.echo(m, err=True))
     summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items())
     click.echo(f"trained: {out_dir / 'checkpoint.pt'}  "
@@ -123,16 +127,13 @@ def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_
     listed = None
     if (dataset_name is None) != (annotations is None):
         fail("--dataset and --annotations go together (the list of every video of the subset)")
-    try:
-        if dataset_name is not None:
-            from .common import load_dataset, parse_options
-            ds = load_dataset(dataset_name, videos or Path("."), annotations,
-                              parse_options(dataset_options))
-            listed = {v.id: list(v.labels) for v in ds.subset(subset).videos}
-        m = run(store_path, checkpoint, out_dir, subset=subset, seed=seed,
-                batch_size=batch_size, device=device, listed=listed, progress=progress)
-    except ValueError as e:     # the skim model's config checks (l2l errors: cli.main)
-        fail(str(e))
+    if dataset_name is not None:
+        from .common import load_dataset, parse_options
+        ds = load_dataset(dataset_name, videos or Path("."), annotations,
+                          parse_options(dataset_options))
+        listed = {v.id: list(v.labels) for v in ds.subset(subset).videos}
+    m = run(store_path, checkpoint, out_dir, subset=subset, seed=seed,
+            batch_size=batch_size, device=device, listed=listed, progress=progress)
     click.echo(f"{m['dataset']} / {m['subset']}: {m['num_videos']} extracted videos of "
                f"{m['num_listed']} listed; {UNIT_NOTE}")
     click.echo(f"{'method':10s} {'steps':>5s} {'mAP':>7s} {'top1':>7s} {'mAP all':>8s} "
@@ -162,11 +163,8 @@ def visualize(store_path, checkpoint, videos, video_id, out_file, old_out, steps
     from ..evaluation.visualize import visualize as run
     from ..models.skim import load_skim
     from ..store import open_store
-    try:
-        model, _ = load_skim(checkpoint)
-        path = run(open_store(store_path), model, video_id, out_file, videos=videos, steps=steps)
-    except ValueError as e:     # the skim model's config checks (l2l errors: cli.main)
-        fail(str(e))
+    model, _ = load_skim(checkpoint)
+    path = run(open_store(store_path), model, video_id, out_file, videos=videos, steps=steps)
     click.echo(f"wrote {path}")
 
 

@@ -79,7 +79,8 @@ def info(store, store_opt, show_failures, as_json):
                    f"  {a['videos']} videos, stage {a['stage']}"
                    + (f"  WARNING: {cfgs} configs" if cfgs > 1 else ""))
     for name, f in sorted(inf.get("flops_per_moment", {}).items()):
-        click.echo(f"cost       {name:<14} {f / 1e9:.3f} GFLOPs per moment")
+        # the paper's unit, 1e9 multiply-adds; the store keeps torch's count (2 a multiply-add)
+        click.echo(f"cost       {name:<14} {f / 2e9:.3f} GFLOPs per moment (multiply-adds)")
     click.echo(f"failures   {len(fails)}")
     for f in fails if show_failures else fails[:5]:
         click.echo(f"  [{f.stage}] {f.reason}")
@@ -119,7 +120,22 @@ def repair(store, store_opt):
 @store_target
 def commit(store, store_opt):
     """Fold staged parcels (left by a crashed or running extract) into the store."""
-    click.echo(json.dumps(_open(store, store_opt).commit()))
+    st = _open(store, store_opt)
+    click.echo(commit_line(st.path, st.commit()))
+
+
+def commit_line(path, r: dict) -> str:
+    """``Store.commit``'s result as one line for people."""
+    if not r["segments"] and not r["videos"] and not r["failures"] and not r["rejected"]:
+        return f"{path}: nothing staged to commit"
+    parts = [f"{r['videos']} video(s)", f"{r['failures']} failure record(s)"]
+    if r["rejected"]:
+        parts.append(f"{r['rejected']} rejected (an array no longer matches its checksum; the "
+                     "next extract redoes them)")
+    if r["superseded"]:
+        parts.append(f"{r['superseded']} superseded by a later write")
+    return (f"{path}: committed {', '.join(parts)} in {len(r['segments'])} new segment(s)"
+            + (f"; {r['segments_removed']} unused segment(s) removed" if r["segments_removed"] else ""))
 
 
 @store_group.command("export")

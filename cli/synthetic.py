@@ -42,13 +42,10 @@ def make_synthetic(out, classes, videos_per_class, seed, duration_min, duration_
         def advance(done, _total, _seen=[0]):
             bar.update(done - _seen[0])
             _seen[0] = done
-        try:
-            s = make(out, classes=classes, videos_per_class=videos_per_class, seed=seed,
-                     duration=(duration_min, duration_max), fps=fps, size=(width, height),
-                     audio_rate=int(audio_rate), evidence=(evidence_min, evidence_max),
-                     val_fraction=val_fraction, workers=workers, progress=advance)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
+        s = make(out, classes=classes, videos_per_class=videos_per_class, seed=seed,
+                 duration=(duration_min, duration_max), fps=fps, size=(width, height),
+                 audio_rate=int(audio_rate), evidence=(evidence_min, evidence_max),
+                 val_fraction=val_fraction, workers=workers, progress=advance)
     click.echo(f"{total} videos in {s.videos_dir}  ({time.perf_counter() - t0:.1f} s)")
     click.echo(f"annotations: {s.annotations}")
     click.echo(f"classes: {', '.join(s.classes)}")

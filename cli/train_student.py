@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import DEVICE, PROGRESS, fail, store_option
+from .common import DEVICE, PROGRESS, fail, store_option, torch_device
 
 WEIGHTS_HELP = ("imagenet (torchvision's ResNet-18, from the torch hub cache), random, or a "
                 "resnet18 state-dict file.")
@@ -61,9 +61,7 @@ def train_student(store_path, out_dir, objective, init, image_weights, audio_wei
         ms = None if milestones is None else tuple(int(m) for m in milestones.split(",") if m.strip())
     except ValueError:
         fail(f"--milestones {milestones!r}: expected comma-separated epochs, e.g. 30,50")
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device(device)
     config = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          milestones=ms, gamma=gamma, kl_weight=kl_weight,

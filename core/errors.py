@@ -16,3 +16,15 @@ class L2LError(Exception):
 
     def line(self) -> str:
         return " ".join(str(self).split())
+
+
+class ConfigError(L2LError, ValueError):
+    """A bad option or configuration value (a stage's, a model's, a trainer's); the message
+    names the option and the reason."""
+
+
+class UnknownName(L2LError, KeyError):
+    """A name no registry knows (a data set, a stage); the message lists the known ones."""
+
+    def __str__(self) -> str:             # KeyError's own quotes the message
+        return str(self.args[0]) if self.args else ""

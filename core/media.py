@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .audio_windows import MAX_AUDIO_AHEAD, AudioWindows, BlockResampler
-from .errors import L2LError
+from .errors import ConfigError, L2LError
 from .grid import AUDIO_WINDOW, CLIP_LEN, FRAME_SIZE, MOMENT_STRIDE, SAMPLE_RATE
 
 __all__ = ["ClipSpec", "DecodeError", "MAX_AUDIO_AHEAD", "container_duration", "frame_to_rgb",
@@ -66,7 +66,7 @@ class ClipSpec:
         h, w = (int(v) for v in self.resize)
         object.__setattr__(self, "resize", (h, w))
         if self.length < 1 or self.step < 1 or not 0 < self.crop <= min(h, w):
-            raise ValueError(f"bad clip geometry: {self}")
+            raise ConfigError(f"bad clip geometry: {self}")
 
     def origin(self) -> tuple[int, int]:
         """(y0, x0) of the centre crop, rounded as torchvision's ``center_crop``."""

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..core.errors import L2LError
+from ..core.errors import L2LError, UnknownName
 from ..core.registry import Registry
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
+MAX_ID_BYTES = 200           # a video id's length (UTF-8): file names hold 255 bytes, and the
+                             # id gets a prefix and an extension (``v_<id>.webm``)
 
 
 class AnnotationError(L2LError, ValueError):
@@ -77,7 +80,7 @@ def get_adapter(name: str) -> Callable[..., Dataset]:
         return ADAPTERS[name]
     if name in ADAPTER_MODULES:
         raise KeyError(f"module {ADAPTER_MODULES[name]!r} does not @register({name!r})")
-    raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTER_MODULES))}")
+    raise UnknownName(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTER_MODULES))}")
 
 
 def load_dataset(name: str, videos_dir, annotations_path, **options) -> Dataset:
@@ -89,13 +92,21 @@ def check_video_id(video_id, source, entry: str | None = None) -> str:
     """``video_id`` if it is a plain file-name stem, else an ``AnnotationError`` naming the entry.
 
     Rejects non-strings, empty ids, ``.``/``..``, and anything with ``/``, ``\\`` or NUL, so that
-    no id can resolve to a path outside the videos directory.
+    no id can resolve to a path outside the videos directory; ids longer than ``MAX_ID_BYTES``
+    (UTF-8), which no file name can hold once a prefix and an extension are added; and ids
+    with control characters (a newline would break the one-line messages and logs).
     """
     where = f"{source}: {entry}" if entry else f"{source}"
     if not isinstance(video_id, str) or not video_id.strip():
         raise AnnotationError(f"{where}: video id {video_id!r} is not a non-empty string")
     if video_id in (".", "..") or any(c in video_id for c in ("/", "\\", "\0")) or video_id.startswith(".."):
         raise AnnotationError(f"{where}: video id {video_id!r} contains path characters")
+    if any(unicodedata.category(c) == "Cc" for c in video_id):
+        raise AnnotationError(f"{where}: video id {video_id!r} contains control characters")
+    size = len(video_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        raise AnnotationError(f"{where}: video id {video_id[:40]!r}... is {size} bytes long; at most "
+                              f"{MAX_ID_BYTES} fit in a file name (with its prefix and extension)")
     return video_id
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from .activitynet import parse_activitynet, write_activitynet_json
 from .base import AnnotationError, Dataset, VideoRecord, register
 
@@ -77,7 +78,7 @@ class SyntheticConfig:
 def class_names(k: int) -> tuple[str, ...]:
     colours = list(PALETTE)
     if k > len(colours) * len(SHAPES):
-        raise ValueError(f"at most {len(colours) * len(SHAPES)} synthetic classes")
+        raise ConfigError(f"at most {len(colours) * len(SHAPES)} synthetic classes")
     # class i: colour i mod 8, shape (i + i // 8) mod 6, so the first 48 (colour, shape) pairs are distinct
     return tuple(f"{colours[i % len(colours)]} {SHAPES[(i + i // len(colours)) % len(SHAPES)]}" for i in range(k))
 
@@ -297,13 +298,13 @@ def make_synthetic(
                           evidence=(float(evidence[0]), float(evidence[1])), val_fraction=val_fraction,
                           gop_seconds=gop_seconds)
     if classes < 1 or videos_per_class < 1:
-        raise ValueError("need at least one class and one video per class")
+        raise ConfigError("need at least one class and one video per class")
     if not 6 <= cfg.duration[0] <= cfg.duration[1]:
-        raise ValueError(f"duration must be (min, max) seconds with 6 <= min <= max, got {duration}")
+        raise ConfigError(f"duration must be (min, max) seconds with 6 <= min <= max, got {duration}")
     if not 0 < cfg.evidence[0] <= cfg.evidence[1] <= 0.5:
-        raise ValueError(f"evidence must be (min, max) fractions with 0 < min <= max <= 0.5, got {evidence}")
+        raise ConfigError(f"evidence must be (min, max) fractions with 0 < min <= max <= 0.5, got {evidence}")
     if cfg.size[0] % 2 or cfg.size[1] % 2:
-        raise ValueError(f"size must be even (yuv420p), got {size}")
+        raise ConfigError(f"size must be even (yuv420p), got {size}")
     names = class_names(classes)
     root = Path(out_dir)
     videos_dir = root / VIDEOS_DIR

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..core.errors import ConfigError
 from .base import VIDEO_EXTENSIONS, AnnotationError, Dataset, VideoRecord, check_video_id, register
 
 
@@ -100,7 +101,7 @@ def load_ucf101(videos_dir, annotations_path, *, split: int = 1) -> Dataset:
     if annotations_path is None:
         raise AnnotationError("ucf101: the ucfTrainTestlist folder (classInd.txt, trainlist01.txt, ...) is required")
     if split not in (1, 2, 3):
-        raise ValueError(f"UCF-101 has splits 1, 2 and 3, not {split!r}")
+        raise ConfigError(f"UCF-101 has splits 1, 2 and 3, not {split!r}")
     d = _list_dir(annotations_path)
     classes = read_class_ind(d / "classInd.txt")
     by_folder = {c.lower(): c for c in classes}

@@ -42,9 +42,13 @@ class FeatureSet:
         names = list(dict.fromkeys([*names, *extra]))
         try:
             batch = store.read_many(names, ids)
-        except StoreError as e:
-            raise SkimError(f"{e} (skimming needs the {', '.join(names)} features: run "
-                            "`l2l extract` with the student features first)") from None
+        except StoreError as e:        # the hint only where arrays are missing (not damaged)
+            stored = set(store.ids())
+            lacking = sorted({n for v in ids if v in stored
+                              for n in names if n not in store.records(v)})
+            hint = (f" (skimming needs the {', '.join(names)} features: run `l2l extract` with "
+                    "the student features first)") if lacking else ""
+            raise SkimError(f"{e.line()}{hint}") from None
         index = {c: i for i, c in enumerate(classes)}
         labels = []
         for m in batch.metas:

@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
-from ..core.errors import L2LError
+from ..core.errors import ConfigError, L2LError
 
 INDEXING = ("audiovisual", "visual", "single")
 READOUTS = ("inputs", "outputs")
@@ -60,15 +60,15 @@ class SkimConfig:
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(self.features))
         if self.indexing not in INDEXING:
-            raise ValueError(f"indexing must be one of {INDEXING}, not {self.indexing!r}")
+            raise ConfigError(f"indexing must be one of {INDEXING}, not {self.indexing!r}")
         want = 1 if self.indexing == "single" else 2
         if len(self.features) != want:
-            raise ValueError(f"indexing {self.indexing!r} needs {want} feature bank(s), "
-                             f"got {list(self.features)}")
+            raise ConfigError(f"indexing {self.indexing!r} needs {want} feature bank(s), "
+                              f"got {list(self.features)}")
         if self.readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, not {self.readout!r}")
+            raise ConfigError(f"readout must be one of {READOUTS}, not {self.readout!r}")
         if self.steps < 1 or self.num_classes < 1:
-            raise ValueError("steps and num_classes must be >= 1")
+            raise ConfigError("steps and num_classes must be >= 1")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from ..core.errors import L2LError
+from ..core.errors import ConfigError, L2LError
 from ..core.grid import FEATURE_DIM, LOGMEL_BANDS, LOGMEL_FRAMES  # noqa: F401 (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -135,7 +135,7 @@ class AudioTrunk(nn.Module):
                  input_shape: tuple[int, int] = LOGMEL_SHAPE, weights=None):
         super().__init__()
         if time_pool not in ("avg", "max"):
-            raise ValueError(f"time_pool must be 'avg' or 'max', not {time_pool!r}")
+            raise ConfigError(f"time_pool must be 'avg' or 'max', not {time_pool!r}")
         r = resnet18()
         state = resnet18_state(weights, option="--audio-weights")
         if state is not None:

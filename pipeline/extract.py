@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from ..core.errors import L2LError
+from ..core.errors import ConfigError, L2LError  # noqa: F401 (ConfigError re-exported)
 from ..datasets.base import Dataset
 from ..stages import STAGES, Stage
 from ..store import create_store
@@ -36,10 +36,6 @@ COMMIT_EVERY = 64            # videos between periodic commits (what readers see
 COMMIT_SECONDS = 120.0       # ... or seconds, whichever comes first, but:
 COMMIT_SHARE = 0.05          # the most of the run's time commits may take (a commit rewrites
                              # the whole index: 1.3 s at 20,000 videos; ``_commit_due``)
-
-
-class ConfigError(L2LError, ValueError):
-    """Bad stage names or options; the message says which."""
 
 
 @dataclasses.dataclass
@@ -69,25 +65,48 @@ class Summary:
                 f"({self.moments} moments in {self.seconds:.1f} s)")
 
 
-def resolve_device(device: str, stages: Sequence[Stage] | None = None) -> str:
+def resolve_device(device: str, stages: Sequence[Stage] | None = None, check: bool = True) -> str:
     """"auto" -> "cuda" when there is a GPU, else "cpu".  Without a model stage among
-    ``stages`` the answer is "cpu" whatever is asked, and torch is not imported for it."""
+    ``stages`` the answer is "cpu" whatever is asked, and torch is not imported for it.  With
+    ``check``, "cuda" where torch sees no CUDA device is a ``ConfigError`` (without: the GPUs
+    are a remote scheduler's workers')."""
     if stages is not None and not any(s.uses_gpu for s in stages):
         return "cpu"
-    if device != "auto":
+    if device == "cpu":
         return device
     import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if check and str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for, but torch sees no CUDA device")
+    return device
 
 
-def _coerce(value: str, like: Any) -> Any:
+def _coerce(value: Any, like: Any, where: str) -> Any:
+    """``value`` (a string from ``--set``) as the type of the field's default ``like``."""
+    if not isinstance(value, str):
+        return value
     if isinstance(like, bool):
         return value.lower() in ("1", "true", "yes", "on")
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
+    for kind in (int, float):
+        if isinstance(like, kind):
+            try:
+                return kind(value)
+            except ValueError:
+                raise ConfigError(f"{where}={value!r}: not a{'n' if kind is int else ''} "
+                                  f"{kind.__name__}") from None
     return value
+
+
+def _config(cls, name: str, opts: dict):
+    """``cls.Config`` with ``opts`` (strings converted to each field's type); an ``L2LError``
+    raised by the config's own checks gets the stage's name in front."""
+    defaults = cls.Config()
+    try:
+        return dataclasses.replace(defaults, **{k: _coerce(v, getattr(defaults, k), f"{name}.{k}")
+                                                for k, v in opts.items()})
+    except ConfigError as e:
+        raise ConfigError(f"stage {name}: {e.line()}") from None
 
 
 def plan_stages(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None) -> list[Stage]:
@@ -114,13 +133,7 @@ def plan_stages(names: Sequence[str], options: dict[str, dict[str, Any]] | None 
         if bad:
             raise ConfigError(f"stage {name!r} has no option {', '.join(bad)} "
                               f"(options: {', '.join(sorted(fields))})")
-        try:
-            conf = dataclasses.replace(defaults, **{k: _coerce(v, getattr(defaults, k))
-                                                     if isinstance(v, str) else v
-                                                     for k, v in opts.items()})
-        except (OSError, ValueError, RuntimeError) as e:   # e.g. a weights file that is not there
-            raise ConfigError(f"stage {name}: {' '.join(str(e).split())}") from None
-        stage = cls(conf)
+        stage = cls(_config(cls, name, opts))
         missing = [i for i in stage.inputs if i not in produced]
         if missing:
             raise ConfigError(f"stage {name!r} needs {', '.join(missing)}: add the stage that makes it "
@@ -135,11 +148,8 @@ def _upstream(name: str, opts: dict) -> dict:
     if cls.upstream_options is Stage.upstream_options:
         return {}
     try:
-        defaults = cls.Config()
-        conf = dataclasses.replace(defaults, **{k: _coerce(v, getattr(defaults, k))
-                                                 if isinstance(v, str) else v for k, v in opts.items()})
-        return cls(conf).upstream_options()
-    except (TypeError, OSError, ValueError, RuntimeError):
+        return cls(_config(cls, name, opts)).upstream_options()
+    except (TypeError, L2LError):
         return {}                        # reported with its stage below
 
 
@@ -156,7 +166,10 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
 
     t0 = time.perf_counter()
     summary = Summary()
-    device = resolve_device(device, stages)
+    # Everything that can stop the run is checked before the store is created or touched.
+    device = resolve_device(device, stages, check=scheduler is None)   # (a scheduler's
+                                                                       # workers have the GPU)
+    _check_media_found(store_path, _videos(dataset, subset, limit), stages, missing_reason)
     stages = [s.for_device(stage_device(s, device)) for s in stages]
     embedded = scheduler is None and workers > 1
     cpu_models = device == "cpu" and any(s.uses_gpu for s in stages)   # (processes scale best)
@@ -169,19 +182,16 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     cluster = runner.start_cluster(workers, device=device, stages=stages) if embedded else None
     try:
         t = time.perf_counter()
+        if cluster is None and scheduler is None:    # load models here: a missing weight file
+            prepare(stages, device)                  # stops the run with one line before the
+                                                     # store is made (workers check it at
+                                                     # start-up); the other stages are set up
+                                                     # in the background
         store = create_store(store_path, backend)
         c = time.perf_counter()
         store.commit()                               # fold anything a crashed run left staged
         summary.time("commit", time.perf_counter() - c)
         _record_store_info(store, dataset, stages)
-        if cluster is None and scheduler is None:    # load models here: a missing weight file
-            for stage in stages:                     # stops the run with one line (workers
-                if stage.uses_gpu:                   # check it at start-up); the other stages
-                    try:                             # are set up in the background
-                        ensure_setup(stage, device)
-                    except (OSError, ValueError, RuntimeError) as e:
-                        raise ConfigError(f"stage {stage.name}: {' '.join(str(e).split())}") from None
-            prepare(stages, device)
         videos = _videos(dataset, subset, limit)
         if not retry_failed:
             todo = []
@@ -223,6 +233,18 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
     summary.seconds = time.perf_counter() - t0
     _write_timings(summary, t0)
     return summary
+
+
+def _check_media_found(store_path, videos, stages: Sequence[Stage], missing_reason: str) -> None:
+    """``ConfigError`` when not one of ``videos`` has its media file but the run needs some (a
+    mistyped ``--videos`` folder): stopping here writes nothing, where going on would fill the
+    store with failures."""
+    if not videos or any(v.path is not None for v in videos):
+        return
+    if reads_media(store_path, videos, stages, skip_failed=False):
+        raise ConfigError(f"none of the {len(videos)} videos to extract has a media file "
+                          f"({missing_reason or 'no file found for any listed video'}; "
+                          f"e.g. {videos[0].id!r}); nothing was written")
 
 
 def _commit_due(pending: int, since: float, cost: float) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.audio_windows import MAX_AUDIO_AHEAD
+from ..core.errors import ConfigError
 from ..core.grid import AUDIO_WINDOW, FRAME_SIZE, MOMENT_STRIDE, SAMPLE_RATE
 from ..core.media import (ClipSpec, DecodeError, frame_to_rgb, one_line, read_moments,
                           resize_crop_dims)
@@ -63,7 +64,7 @@ class DecodeConfig:
     def __post_init__(self):
         object.__setattr__(self, "clip_resize", _pair(self.clip_resize))
         if self.clip_len < 0:
-            raise ValueError(f"clip_len must be >= 0, not {self.clip_len}")
+            raise ConfigError(f"clip_len must be >= 0, not {self.clip_len}")
         self.clip_spec()                                     # checks the geometry
 
     def clip_spec(self) -> ClipSpec | None:

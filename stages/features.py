@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from .base import register
 from .model import ModelStage, check_placement_fields
 
@@ -62,11 +63,11 @@ class Features(ModelStage):
         import torch
         from l2l.models.students import load_student
         if not self.config.checkpoint:
-            raise ValueError("the features stage needs a student checkpoint (--student PATH)")
+            raise ConfigError("the features stage needs a student checkpoint (--student PATH)")
         model, info = load_student(self.config.checkpoint)
         if info["hash"] != self.config.checkpoint_hash:
-            raise ValueError(f"{info['path']}: checkpoint hash {info['hash']} is not the "
-                             f"configured {self.config.checkpoint_hash} (file replaced?)")
+            raise ConfigError(f"{info['path']}: checkpoint hash {info['hash']} is not the "
+                              f"configured {self.config.checkpoint_hash} (file replaced?)")
         model = model.to(device).eval()
         if torch.device(device).type == "cuda":
             model = model.to(memory_format=torch.channels_last)

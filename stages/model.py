@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..core.errors import L2LError
+from ..core.errors import ConfigError, L2LError
 from .base import Stage
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -52,11 +52,11 @@ def device_kind(device: Any) -> str:
 def check_placement_fields(config: Any) -> None:
     """Validate a model config's ``precision``/``device``/``batch_size`` (from ``__post_init__``)."""
     if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
     if config.device not in DEVICE_KINDS:
-        raise ValueError(f"device must be 'cpu' or 'cuda' (set by for_device), not {config.device!r}")
+        raise ConfigError(f"device must be 'cpu' or 'cuda' (set by for_device), not {config.device!r}")
     if config.batch_size < 0:
-        raise ValueError(f"batch_size must be >= 0 (0: the device's default), not {config.batch_size}")
+        raise ConfigError(f"batch_size must be >= 0 (0: the device's default), not {config.batch_size}")
 
 
 def clear_models() -> None:

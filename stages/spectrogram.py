@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from .base import Stage, register
 
 DEFAULT_BANK = Path(__file__).with_name("melbank_sr16000_nfft400_mels40.npy")
@@ -48,10 +49,10 @@ class SpectrogramConfig:
 
     def __post_init__(self):
         if self.version != 2:
-            raise ValueError(f"spectrogram version {self.version}: only version 2 is made "
-                             "(numpy FFT, torchaudio's filter bank)")
+            raise ConfigError(f"spectrogram version {self.version}: only version 2 is made "
+                              "(numpy FFT, torchaudio's filter bank)")
         if not 0 < self.win_length <= self.n_fft:
-            raise ValueError(f"spectrogram win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
+            raise ConfigError(f"spectrogram win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
 
 
 def _bank_args(config: SpectrogramConfig) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from .base import register
 from .model import ModelStage, check_placement_fields
 
@@ -56,9 +57,9 @@ class TeacherConfig:
         check_placement_fields(self)
         object.__setattr__(self, "clip_resize", _pair(self.clip_resize))
         if self.clip_len < 1 or self.clip_step < 1:
-            raise ValueError(f"clip_len and clip_step must be >= 1, not {self.clip_len}, {self.clip_step}")
+            raise ConfigError(f"clip_len and clip_step must be >= 1, not {self.clip_len}, {self.clip_step}")
         if not 0 < self.clip_crop <= min(self.clip_resize):
-            raise ValueError(f"clip_crop {self.clip_crop} does not fit in clip_resize {self.clip_resize}")
+            raise ConfigError(f"clip_crop {self.clip_crop} does not fit in clip_resize {self.clip_resize}")
         w = None if self.weights == "random" else self.weights
         object.__setattr__(self, "weights_hash", weights_fingerprint(w))
 
@@ -87,8 +88,8 @@ class TeacherStage(ModelStage):
         from l2l.models.teacher import teacher, weights_fingerprint
         w = None if self.config.weights == "random" else self.config.weights
         if weights_fingerprint(w) != self.config.weights_hash:
-            raise ValueError(f"{self.config.weights}: teacher weights changed since the config "
-                             f"was made (hash {self.config.weights_hash})")
+            raise ConfigError(f"{self.config.weights}: teacher weights changed since the config "
+                              f"was made (hash {self.config.weights_hash})")
         model = teacher(weights=w, num_classes=self.config.num_classes).to(device).eval()
         if torch.device(device).type == "cuda":
             model = model.to(memory_format=torch.channels_last_3d)

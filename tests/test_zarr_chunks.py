@@ -133,3 +133,29 @@ def test_the_chunk_kept_decoded_is_not_used_once_its_file_changes(tmp_path):
     other, _ = _array(tmp_path, "other", b)
     os.replace(other / "c" / "1" / "0" / "0", path / "c" / "1" / "0" / "0")
     assert np.array_equal(zarr_chunks.read_rows(lay, r + 3, 2 * r), b[r + 3:2 * r])
+
+
+def test_zarr_is_one_whose_internals_the_direct_reader_uses(tmp_path):
+    """Loud, where the reader itself is quiet: ``zarr_chunks`` leaves any array whose metadata
+    zarr's internals no longer parse to zarr (correct, but the fast path silently gone).  So:
+    the installed zarr is inside setup.cfg's bound, the internals it uses import from where it
+    imports them, and every l2l array of every dtype the store writes is recognised as its own."""
+    import configparser
+    import pathlib
+    cfg = configparser.ConfigParser()
+    cfg.read(pathlib.Path(__file__).parents[1] / "setup.cfg")
+    bound = [r for r in cfg["options"]["install_requires"].split() if r.startswith("zarr")]
+    assert bound == ["zarr>=3.1,<3.2"], bound
+    version = tuple(int(x) for x in re.findall(r"\d+", zarr.__version__)[:2])
+    assert (3, 1) <= version < (3, 2), f"zarr {zarr.__version__} is outside setup.cfg's bound {bound}"
+    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec  # noqa: F401
+    from zarr.core.buffer import default_buffer_prototype  # noqa: F401
+    from zarr.core.chunk_grids import RegularChunkGrid  # noqa: F401
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+    assert callable(ArrayV3Metadata.from_dict) and hasattr(ArrayV3Metadata, "encode_chunk_key")
+    for name, a in _samples().items():
+        path, _ = _array(tmp_path, name, a[:200])
+        lay = zarr_chunks.layout(path)
+        assert lay is not None, (f"zarr {zarr.__version__}: l2l's own {name} array ({a.dtype}) is "
+                                 "not recognised by store/zarr_chunks.py (its internals changed)")
+        assert np.array_equal(zarr_chunks.read_rows(lay, 0, 200), a[:200])

@@ -229,10 +229,19 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
     val = FeatureSet.from_store(store, names, subset=config.val_subset, classes=classes).labelled()
     bs, epochs = config.plan(len(train))
     total_steps = epochs * (len(train) // bs + (len(train) % bs > 1))
-    if total_steps < SHORT_RUN:
-        warn(f"warning: train-skim makes only {total_steps} optimizer steps ({epochs} epochs of "
-             f"{len(train)} videos at batch {bs}); under {SHORT_RUN} the result means little: "
-             f"raise --min-steps or --epochs")
+    changed = ([f"batch {config.batch_size} -> {bs} (at most a quarter of the {len(train)} "
+                f"training videos)"] if bs != config.batch_size else []) + \
+              ([f"epochs {config.epochs} -> {epochs} (to make min_steps {config.min_steps} "
+                f"optimizer steps; --min-steps 0 keeps the epochs)"] if epochs != config.epochs else [])
+    said = []                            # said at the start, one line: what the run does
+    if total_steps < SHORT_RUN:          # instead of what was asked, and a run too short
+        said.append(f"warning: train-skim makes only {total_steps} optimizer steps ({epochs} "
+                    f"epochs of {len(train)} videos at batch {bs}); under {SHORT_RUN} the result "
+                    f"means little: raise --min-steps or --epochs")
+    if changed:
+        said.append(f"note: train-skim runs {'; '.join(changed)}")
+    if said:
+        warn(" -- ".join(said))
     if config.recognition_features:
         rec_dim = int(train.arrays[config.recognition_features].shape[1])
         model.recognizer = torch.nn.Linear(rec_dim, len(classes))
