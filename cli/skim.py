@@ -10,6 +10,11 @@ from .common import DATASET_OPTION, DEVICE, PROGRESS, fail, store_option
 
 STORE = store_option("--features", help="Feature store with the student's per-moment features "
                                         "(--features is the older spelling).")
+MEMORY_BUDGET = click.option(
+    "--memory-budget", "memory_budget", type=click.FloatRange(min=0, min_open=True), default=None,
+    metavar="GB", help="Gigabytes (GiB) the features may take in memory: a subset that would not "
+    "fit is streamed from the store batch by batch (same results).  Default: a quarter of this "
+    "machine's RAM.")
 CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type=Path),
                           required=True, help="A train-skim --out folder, or its checkpoint.pt.")
 
@@ -64,14 +69,15 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
               help="Subset scored after every epoch (log.csv).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the initialisation, shuffling and crops.")
+@MEMORY_BUDGET
 @DEVICE
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue the run already in --out (same options needed).")
 @PROGRESS
 def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition_features,
                readout, fresh_classifier, epochs, batch_size, min_steps, lr, milestones,
-               classifier_lr_factor, weight_decay, crop, train_subset, val_subset, seed, device,
-               resume, progress):
+               classifier_lr_factor, weight_decay, crop, train_subset, val_subset, seed,
+               memory_budget, device, resume, progress):
     """Train the skimming network on STORE's cached image/audio features."""
     from ..training.skim import TrainConfig, train_skim as run
     if crop[0] < 1 or crop[1] < crop[0]:
@@ -91,7 +97,8 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
                          train_subset=train_subset, val_subset=val_subset,
                          recognition_features=recognition_features, seed=seed)
     row = run(store_path, out_dir, student=student, config=config, device=device,
-              resume=resume, progress=progress, warn=lambda m: click.echo(m, err=True))
+              resume=resume, progress=progress, warn=lambda m: click.echo(m, err=True),
+              memory_budget_gb=memory_budget)
     summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items())
     click.echo(f"trained: {out_dir / 'checkpoint.pt'}  "
@@ -117,10 +124,11 @@ def train_skim(store_path, out_dir, student, steps, indexing, banks, recognition
               help="The videos folder given to extract (some adapters list only the videos "
                    "they find there).")
 @DATASET_OPTION
+@MEMORY_BUDGET
 @DEVICE
 @PROGRESS
 def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_name,
-             annotations, videos, dataset_options, device, progress):
+             annotations, videos, dataset_options, memory_budget, device, progress):
     """Skimming vs UNIFORM, RANDOM, DENSE and SALIENCY: accuracy, GFLOPs, trade-off plots."""
     from ..evaluation.cost import UNIT_NOTE
     from ..evaluation.report import evaluate as run
@@ -133,14 +141,18 @@ def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_
                           parse_options(dataset_options))
         listed = {v.id: list(v.labels) for v in ds.subset(subset).videos}
     m = run(store_path, checkpoint, out_dir, subset=subset, seed=seed,
-            batch_size=batch_size, device=device, listed=listed, progress=progress)
+            batch_size=batch_size, device=device, listed=listed, progress=progress,
+            memory_budget_gb=memory_budget)
     click.echo(f"{m['dataset']} / {m['subset']}: {m['num_videos']} extracted videos of "
-               f"{m['num_listed']} listed; {UNIT_NOTE}")
+               f"{m['num_listed']} listed ({m['listed_from']}); {UNIT_NOTE}")
     click.echo(f"{'method':10s} {'steps':>5s} {'mAP':>7s} {'top1':>7s} {'mAP all':>8s} "
                f"{'GFLOPs':>9s}")
     for name, r in m["methods"].items():
         click.echo(f"{name:10s} {r['steps']:5d} {r['mAP']:7.2f} {r['top1']:7.2f} "
                    f"{m['all_listed'][name]['mAP']:8.2f} {r['gflops_per_video']:9.3f}")
+    for name, r in m["variants"].items():
+        click.echo(f"{'skim ' + name[:5]:10s} {r['steps']:5d} {r['mAP']:7.2f} {r['top1']:7.2f} "
+                   f"{'':8s} {r['gflops_per_video']:9.3f}")
     click.echo(f"report: {out_dir / 'report.md'}")
 
 

@@ -33,7 +33,7 @@ def moment_probs(data, *, fusion: nn.Module | None, classifier: nn.Module,
     classifier on Psi(image, audio), or directly on the one bank when ``fusion`` is None."""
     fusion = None if fusion is None else fusion.to(device).eval()
     classifier = classifier.to(device).eval()
-    arrays = [data.arrays[b] for b in banks]
+    arrays = [data.column(b) for b in banks]
     out = []
     for s in range(0, len(arrays[0]), chunk):
         parts = [a[s:s + chunk].to(device=device, dtype=torch.float32) for a in arrays]

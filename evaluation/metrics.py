@@ -98,8 +98,10 @@ def hit_at_k(ground_truth: Mapping[str, Sequence[str]],
 def top1_accuracy(scores: np.ndarray, labels: Sequence[Sequence[int]]) -> float:
     """scores (V, C); labels: each video's class indices.  A video counts as right when its
     arg-max class is one of its labels."""
-    pred = np.asarray(scores).argmax(1)
-    return float(np.mean([p in set(lab) for p, lab in zip(pred, labels)]))
+    scores = np.asarray(scores)
+    pred = scores.argmax(1)
+    y = label_matrix(labels, scores.shape[1])
+    return float(np.mean(y[np.arange(len(pred)), pred]))
 
 
 def binary_average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -146,6 +148,36 @@ def results_from_scores(ids: Sequence[str], scores: np.ndarray, classes: Sequenc
     return out
 
 
+def label_matrix(labels: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """(V, C) bool: video v has class c."""
+    y = np.zeros((len(labels), num_classes), bool)
+    for v, lab in enumerate(labels):
+        y[v, list(lab)] = True
+    return y
+
+
+def activitynet_ap_matrix(y: np.ndarray, scores: np.ndarray, n_missing_pos: np.ndarray
+                          ) -> np.ndarray:
+    """``activitynet_ap`` on a score matrix, without building results: y (V, C) bool labels of
+    the predicted videos, scores (V, C) (every video scores every class, as
+    ``results_from_scores`` writes them), n_missing_pos (C,) positives of each class among
+    listed videos without a prediction.  Returns (C,) AP, NaN for a class without positives.
+    Same values as ``activitynet_ap`` on ``results_from_scores`` (ties ranked in video order)."""
+    V, C = y.shape
+    scores = np.asarray(scores, float)
+    order = np.argsort(-scores, axis=0, kind="stable")              # (V, C): per class, ranks
+    tp = np.take_along_axis(y, order, 0).astype(float)
+    ctp = np.cumsum(tp, 0)
+    cfp = np.cumsum(1.0 - tp, 0)
+    npos = y.sum(0) + np.asarray(n_missing_pos)
+    out = np.full(C, np.nan)
+    for c in np.nonzero(npos)[0]:
+        recall = ctp[:, c] / npos[c]
+        precision = ctp[:, c] / np.maximum(ctp[:, c] + cfp[:, c], 1e-12)
+        out[c] = interpolated_ap(precision, recall)
+    return out
+
+
 def summary(ids: Sequence[str], scores: np.ndarray, labels: Sequence[Sequence[int]],
             classes: Sequence[str], missing: Mapping[str, Sequence[int]] | None = None
             ) -> dict[str, float]:
@@ -155,17 +187,28 @@ def summary(ids: Sequence[str], scores: np.ndarray, labels: Sequence[Sequence[in
     ``missing``: listed videos (id -> class indices) with no prediction at all (failed or not
     extracted).  They join the ground truth with no results, as the official evaluator counts
     them: never retrieved for AP, a miss for hit@k and top-1; sklearn_macro_ap stays over the
-    predicted videos (it needs a score row per video)."""
-    gt = {vid: [classes[c] for c in lab] for vid, lab in zip(ids, labels)}
-    n_missing = 0
-    for vid, lab in (missing or {}).items():
-        if vid not in gt:
-            gt[vid] = [classes[c] for c in lab]
-            n_missing += 1
-    res = results_from_scores(ids, scores, classes)
+    predicted videos (it needs a score row per video).
+
+    Computed on the matrices (no per-video or per-prediction Python work), with the values of
+    ``activitynet_map``/``hit_at_k``/``top1_accuracy`` on ``results_from_scores`` (a test
+    checks they agree)."""
+    scores = np.asarray(scores)
+    C = len(classes)
+    known = set(ids)
+    extra = [lab for vid, lab in (missing or {}).items() if vid not in known]
+    n_missing = len(extra)
+    y = label_matrix(labels, C)
+    miss_pos = label_matrix(extra, C).sum(0) if extra else np.zeros(C, np.int64)
+    ap = activitynet_ap_matrix(y, scores, miss_pos)
+    n_gt = len(ids) + n_missing
+    ranked = np.argsort(-np.asarray(scores, float), axis=1, kind="mergesort")  # results' order
+    rows = np.arange(len(ids))[:, None]
+    hit = {k: float(y[rows, ranked[:, :k]].any(1).sum()) / n_gt if n_gt else float("nan")
+           for k in (1, 3)}
     top1 = top1_accuracy(scores, labels) if len(ids) else 0.0
-    return {"mAP": 100 * activitynet_map(gt, res),
-            "hit@1": 100 * hit_at_k(gt, res, 1),
-            "hit@3": 100 * hit_at_k(gt, res, 3),
-            "top1": 100 * top1 * len(ids) / max(len(ids) + n_missing, 1),
+    by_name = [ap[c] for c in sorted(range(C), key=lambda c: classes[c]) if np.isfinite(ap[c])]
+    return {"mAP": 100 * (float(np.mean(by_name)) if by_name else float("nan")),
+            "hit@1": 100 * hit[1],
+            "hit@3": 100 * hit[3],
+            "top1": 100 * top1 * len(ids) / max(n_gt, 1),
             "sklearn_macro_ap": 100 * sklearn_macro_ap([lab[0] for lab in labels], scores)}

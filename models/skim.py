@@ -221,6 +221,15 @@ class SkimNet(nn.Module):
                           weights={n: torch.stack(v, 1) for n, v in weights.items()},
                           alpha=torch.stack(alphas, 1) if alphas else None, inputs=inputs)
 
+    def readout(self, out: SkimOutput, k: int, recognition_bank: Tensor | None = None) -> Tensor:
+        """Logits (B, C) of early stop after ``k`` steps, from the output of a longer run on
+        the same inputs: exactly ``forward(..., steps=k).logits`` (the first k steps of a run do
+        not depend on how many follow), so one pass gives every k of a trade-off curve."""
+        if recognition_bank is None:
+            return self.classifier(out.inputs[:, :k].contiguous().mean(1))
+        picks = {n: p[:, :k].contiguous() for n, p in out.picks.items()}
+        return self.recognize(recognition_bank, chosen_mask(picks, recognition_bank.shape[1]))
+
     def recognize(self, bank: Tensor, chosen: Tensor) -> Tensor:
         """Classify the chosen moments of ``bank`` (B, N, D_r) with ``recognizer`` and average
         the class probabilities over them; returns their log (B, C), so softmax gives back

@@ -222,7 +222,8 @@ def _crash_outcomes(store_path: str, shard: list[VideoRecord], error: BaseExcept
     for v in shard:
         line = " ".join(f"{v.path or v.id}: worker error {type(error).__name__}: {error}".split())
         open_store(store_path).record_failure(
-            Failure(id=v.id, stage="worker", reason=line, source=str(v.path or "")))
+            Failure(id=v.id, stage="worker", reason=line, source=str(v.path or ""),
+                    subset=v.subset, labels=tuple(v.labels)))
         out.append(Outcome(v.id, "failed", "worker", line))
     return out
 

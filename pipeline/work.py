@@ -322,7 +322,8 @@ def _fail(store, job: Job, e: BaseException) -> None:
         line = msg if where in msg else f"{where}: {msg}"
     key = job.keys.get("frames", "") if isinstance(e, DecodeError) and job.current == "decode" else ""
     store.record_failure(Failure(id=video.id, stage=job.current, reason=line,
-                                 source=str(video.path or ""), key=key))
+                                 source=str(video.path or ""), key=key, subset=video.subset,
+                                 labels=tuple(video.labels)))
     job.outcome = Outcome(video.id, "failed", job.current, line, time.perf_counter() - job.t0,
                           timings=dict(job.timings))
     job.values, job.arrays = {}, {}

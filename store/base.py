@@ -118,6 +118,14 @@ class Failure:
     time: str = ""
     key: str = ""            # decode failures: the decode key (source fingerprint + config), so
                              # that a rerun skips the same bytes failing the same way
+    subset: str = ""         # the video's subset and labels as listed, so that evaluation
+    labels: tuple[str, ...] = ()  # counts a failed video as a miss ("" / (): not known)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Failure":
+        d = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        d["labels"] = tuple(d.get("labels", ()))
+        return cls(**d)
 
 
 @dataclasses.dataclass

@@ -130,6 +130,8 @@ def apply_commit(idx: dict, parcels, segs: dict[str, str], skip: set, bad: set) 
                 continue
             if (pname, vid) in bad:
                 idx["failures"][vid] = {"id": vid, "stage": "store", "source": meta.get("source", ""),
+                                        "subset": meta.get("subset", ""),
+                                        "labels": list(meta.get("labels", ())),
                                         "reason": "staged arrays failed their checksum; re-extract",
                                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 continue

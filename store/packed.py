@@ -265,7 +265,7 @@ class PackedStore(Store):
                 "generation": idx["generation"], **idx["info"]}
 
     def failures(self) -> list[Failure]:
-        return [Failure(**f) for f in sorted(self.index["failures"].values(), key=lambda f: f["id"])]
+        return [Failure.from_dict(f) for f in sorted(self.index["failures"].values(), key=lambda f: f["id"])]
 
     # ---- writing -------------------------------------------------------------------------
     def put_many(self, items: Sequence[Put]) -> None:
@@ -290,7 +290,8 @@ class PackedStore(Store):
         return out
 
     def record_failure(self, failure: Failure) -> None:
-        f = {**failure.__dict__, "time": failure.time or time.strftime("%Y-%m-%dT%H:%M:%S")}
+        f = {**failure.__dict__, "time": failure.time or time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "labels": list(failure.labels)}
         f["reason"] = " ".join(str(f["reason"]).split())          # always one line
         self._write_parcel(self._parcel_name(), {"kind": "failure", "seq": time.time_ns(),
                                                  "failure": f}, {})

@@ -112,9 +112,10 @@ def test_skim_beats_uniform_on_sparse_evidence(trained, capsys):
     from l2l.evaluation.report import evaluate
     root, store = trained
     m = evaluate(store, root / "skim", root / "eval", device="cpu")
-    keys = {"mAP", "hit@1", "hit@3", "top1", "gflops_per_video", "torch_gflops_per_video", "steps"}
+    keys = {"mAP", "hit@1", "hit@3", "top1", "gflops_per_video", "torch_gflops_per_video", "steps",
+            "sklearn_macro_ap"}
     assert set(m) == {"dataset", "subset", "num_videos", "num_listed", "units",
-                      "dense_gflops_per_moment", "methods", "all_listed"}
+                      "dense_gflops_per_moment", "methods", "all_listed", "listed_from", "variants"}
     assert m["num_listed"] == 60 and m["all_listed"]["skim"]["mAP"] == m["methods"]["skim"]["mAP"]
     assert set(m["methods"]) == {"skim", "uniform", "random", "dense", "saliency"}
     assert all(set(r) == keys for r in m["methods"].values())

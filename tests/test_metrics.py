@@ -71,3 +71,53 @@ def test_top1_and_summary_percentages():
 def test_ap_needs_positives():
     with pytest.raises(ValueError):
         M.average_precision_for_class(set(), {"v"}, [("v", 1.0)])
+
+
+def _slow_summary(ids, scores, labels, classes, missing=None):
+    """``summary`` as it was: through ActivityNet results dicts (the official evaluator's way)."""
+    gt = {vid: [classes[c] for c in lab] for vid, lab in zip(ids, labels)}
+    n_missing = 0
+    for vid, lab in (missing or {}).items():
+        if vid not in gt:
+            gt[vid] = [classes[c] for c in lab]
+            n_missing += 1
+    res = M.results_from_scores(ids, scores, classes)
+    return {"mAP": 100 * M.activitynet_map(gt, res), "hit@1": 100 * M.hit_at_k(gt, res, 1),
+            "hit@3": 100 * M.hit_at_k(gt, res, 3),
+            "top1": 100 * M.top1_accuracy(scores, labels) * len(ids) / (len(ids) + n_missing)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matrix_summary_equals_the_results_path(seed):
+    """The vectorised summary gives exactly the values of the results-dict path: ties (scores
+    rounded to 2 decimals), multi-label videos, classes without videos, missing videos."""
+    rng = np.random.default_rng(seed)
+    V, C = 300, 17
+    classes = [f"c{c:02d}" for c in rng.permutation(C)]           # names not in index order
+    scores = np.round(rng.random((V, C)), 2).astype(np.float32)
+    labels = [list(rng.choice(C - 2, size=rng.integers(1, 3), replace=False)) for _ in range(V)]
+    ids = [f"v{i}" for i in range(V)]
+    missing = {"gone1": [0], "gone2": [C - 1], "v3": [1]}             # v3 is not missing
+    for miss in (None, missing):
+        got = M.summary(ids, scores, labels, classes, miss)
+        want = _slow_summary(ids, scores, labels, classes, miss)
+        for k, v in want.items():
+            assert got[k] == v, (k, got[k], v)
+
+
+def test_macro_ap_equals_scikit_learn():
+    """The numpy macro AP is scikit-learn's average_precision_score(average="macro") on one-hot
+    labels (scikit-learn is a test extra, not a dependency): ties, a class without videos."""
+    from sklearn.metrics import average_precision_score
+    rng = np.random.default_rng(3)
+    V, C = 400, 12
+    labels = rng.integers(0, C - 1, size=V)                  # class C-1 labels no video
+    scores = np.round(rng.random((V, C)), 2)
+    scores /= scores.sum(1, keepdims=True)
+    y = np.zeros((V, C), int)
+    y[np.arange(V), labels] = 1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                     # its no-positive-class warning
+        want = average_precision_score(y, scores, average="macro")
+    assert M.sklearn_macro_ap(labels, scores) == pytest.approx(want, abs=1e-12)

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from l2l.evaluation.featureset import FeatureSet, predict  # noqa: F401  (re-exported)
+from l2l.evaluation.featureset import (FeatureSet, choose_streaming, memory_budget,  # noqa: F401
+                                       predict)                       # (re-exported)
 from l2l.evaluation.metrics import summary
 from l2l.models.skim import (CHECKPOINT, FORMAT, SkimError, SkimNet, build_skim,  # noqa: F401
                              load_skim, resolve_device, skim_from_student)
@@ -157,11 +158,15 @@ def evaluate_epoch(model, data: FeatureSet, *, batch_size, device, classes) -> d
 
 def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig(),
                device: str = "auto", resume: bool = False, progress: bool = False,
-               callbacks: Sequence[Callable] = (), warn: Callable[[str], None] = print) -> dict:
+               callbacks: Sequence[Callable] = (), warn: Callable[[str], None] = print,
+               memory_budget_gb: float | None = None) -> dict:
     """Train on store ``features`` (a path or an open store), writing ``checkpoint.pt`` and
     ``log.csv`` into ``out``.  ``student``: a ``train-student`` checkpoint (file or folder), or
     a module with ``fusion`` and ``classifier`` over the store's classes.  ``warn``: where a
-    too-short run is reported.  Returns the last epoch's log row.
+    too-short run is reported.  ``memory_budget_gb``: the training and validation features
+    are held in memory while they fit in it together (training first), and streamed from the
+    store batch by batch otherwise (the same batches, bit for bit; None: a quarter of the
+    machine's RAM).  Returns the last epoch's log row.
 
     Runs with torch's deterministic algorithms on (restored afterwards; ops without a
     deterministic version warn instead of failing), so a run repeats exactly on one machine."""
@@ -170,13 +175,15 @@ def train_skim(features, out, *, student=None, config: TrainConfig = TrainConfig
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(features, out, student=student, config=config, device=device,
-                      resume=resume, progress=progress, callbacks=callbacks, warn=warn)
+                      resume=resume, progress=progress, callbacks=callbacks, warn=warn,
+                      budget=memory_budget(memory_budget_gb))
     finally:
         torch.use_deterministic_algorithms(was, warn_only=was_warn)
 
 
 def _train(features, out, *, student, config: TrainConfig, device: str, resume: bool,
-           progress: bool, callbacks: Sequence[Callable], warn: Callable[[str], None]) -> dict:
+           progress: bool, callbacks: Sequence[Callable], warn: Callable[[str], None],
+           budget: int) -> dict:
     from tqdm.auto import tqdm
     from l2l.store import Store, StoreError, open_store
     out = Path(out)
@@ -221,12 +228,17 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
         head, pretrained = None, False
     rec_dim = 0
     names = list(model.config.features)
-    train = FeatureSet.from_store(store, names, subset=config.train_subset, classes=classes,
-                                  extra=[config.recognition_features] if config.recognition_features else [])
-    train = train.labelled()
+    extra = [config.recognition_features] if config.recognition_features else []
+    labelled = {sub: [v for v in store.ids(sub) if store.meta(v).labels]
+                for sub in (config.train_subset, config.val_subset)}
+    stream = choose_streaming(store, [([*names, *extra], labelled[config.train_subset]),
+                                      (names, labelled[config.val_subset])], budget)
+    train = FeatureSet.from_store(store, names, subset=None, classes=classes, extra=extra,
+                                  ids=labelled[config.train_subset], stream=stream[0])
     if len(train) == 0:
         raise SkimError(f"{store.path}: no labelled {config.train_subset!r} videos to train on")
-    val = FeatureSet.from_store(store, names, subset=config.val_subset, classes=classes).labelled()
+    val = FeatureSet.from_store(store, names, subset=None, classes=classes,
+                                ids=labelled[config.val_subset], stream=stream[1])
     bs, epochs = config.plan(len(train))
     total_steps = epochs * (len(train) // bs + (len(train) % bs > 1))
     changed = ([f"batch {config.batch_size} -> {bs} (at most a quarter of the {len(train)} "
@@ -243,7 +255,7 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
     if said:
         warn(" -- ".join(said))
     if config.recognition_features:
-        rec_dim = int(train.arrays[config.recognition_features].shape[1])
+        rec_dim = int(store.records(train.ids[0])[config.recognition_features].shape[1])
         model.recognizer = torch.nn.Linear(rec_dim, len(classes))
     model.to(dev)
 
@@ -291,12 +303,15 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
         if len(perm) % bs == 1 and len(perm) > 1:
             perm = perm[:-1]                      # BatchNorm needs 2+ videos per batch
         total, count, t0 = 0.0, 0, time.time()
-        bar = tqdm(range(0, len(perm), bs), desc=f"epoch {epoch + 1}/{epochs}",
+        bar = tqdm(total=-(-len(perm) // bs), desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress, leave=False)
-        for s in bar:
+        jobs = []                                 # the epoch's batches and crops, drawn first
+        for s in range(0, len(perm), bs):
             vids = perm[s:s + bs]
-            starts, lens = random_crops(train.lengths[vids], config.crop_min, config.crop_max, rng)
-            banks, mask = train.batch(vids, names, starts, lens, device=dev)
+            jobs.append((vids, *random_crops(train.lengths[vids], config.crop_min,
+                                             config.crop_max, rng)))
+        for (vids, _, _), (banks, mask) in zip(jobs, train.batches(jobs, names, device=dev)):
+            bar.update()
             target = train.targets(vids, len(classes)).to(dev)
             loss = soft_cross_entropy(model(banks, mask).logits, target)
             opt.zero_grad(set_to_none=True)
@@ -305,6 +320,7 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
             total += loss.item() * len(vids)
             count += len(vids)
             bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
         lr = opt.param_groups[0]["lr"]            # the lr this epoch trained with
         sched.step()
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / count,
@@ -340,7 +356,7 @@ def fit_recognizer(linear: torch.nn.Linear, data: FeatureSet, name: str, *, devi
     """Train the per-moment recognition classifier on every training moment of bank ``name``,
     each moment labelled with its video's labels (spread evenly).  Returns the last loss."""
     g = torch.Generator().manual_seed(seed)
-    x = data.arrays[name]
+    x = data.column(name)
     vid_of_row = np.repeat(np.arange(len(data)), data.lengths)
     t = data.targets(np.arange(len(data)), linear.out_features)
     opt = torch.optim.SGD(linear.parameters(), lr=lr, momentum=0.9, nesterov=True,
