@@ -1,11 +1,14 @@
 """The moment grid (METHOD.md section 1), defined once.
 
-A moment is every ``MOMENT_STRIDE``-th decoded frame; its image is ``FRAME_SIZE`` x
+A moment is every ``MOMENT_STRIDE``-th tick of a ``GRID_RATE`` per second timeline (the paper's
+30 fps: moment k at k x 16/30 s, its frame the last decoded frame at or before that time;
+``core/timeline.py``; the decode stage's ``grid="frames"`` makes ticks decoded frames); its image is ``FRAME_SIZE`` x
 ``FRAME_SIZE`` RGB (short side resized, centre crop); its audio is ``AUDIO_WINDOW`` s of mono
 ``SAMPLE_RATE`` Hz sound starting at the moment's time, turned into a (``LOGMEL_FRAMES``,
 ``LOGMEL_BANDS``) log-mel spectrogram; its features are ``FEATURE_DIM``-d.
 """
-MOMENT_STRIDE = 16        # decoded frames per moment
+MOMENT_STRIDE = 16        # grid ticks per moment
+GRID_RATE = 30.0          # grid ticks per second (the paper's 30 fps)
 FRAME_SIZE = 112          # pixels, square
 SAMPLE_RATE = 16000       # Hz, mono
 AUDIO_WINDOW = 1.0        # seconds of audio per moment

@@ -3,18 +3,22 @@ visualize).  PyAV is imported inside the functions; nothing here imports torch o
 package.
 
 ``read_moments`` is one pass over a file, video and audio demuxed together (FFmpeg's frame
-threading on), that returns the moment grid (``core/grid.py``): every ``stride``-th decoded
-frame is a moment; for each moment
-- ``frame_index`` (N,) int64, its index among the decoded frames;
-- ``times`` (N,) float64, seconds: the frame's pts times its time base, exact (variable frame
-  rates are right; the container's timeline, as the audio's);
-- ``frames`` (N, size, size, 3) uint8 RGB: short side resized to ``size`` while libswscale
-  converts (bilinear), centre crop (offsets rounded down);
+threading on), that returns the moment grid (``core/grid.py``; which frame each moment gets:
+``core/timeline.py``: by default moment k is at time t0 + k x 16/30 s and gets the last decoded
+frame at or before it; ``grid="frames"``: every ``stride``-th decoded frame).  For each moment
+- ``frame_index`` (N,) int64, its frame's index among the decoded frames;
+- ``times`` (N,) float64, seconds: the moment's time (time grid: the grid time, exact from the
+  first frame's pts; frames grid: the frame's pts times its time base), the container's
+  timeline, as the audio's;
+- ``frames`` (N, size, size, 3) uint8 RGB: as displayed (``core/picture.py``: display rotation
+  and pixel aspect applied unless ``display=False``), short side resized to ``size`` while
+  libswscale converts (bilinear), centre crop (offsets rounded down);
 - ``waveform`` (N, window * rate) float32: mono audio at ``rate`` Hz from the moment's time,
   zero-padded before the first and past the last sample (``core/audio_windows.py``);
 - with ``clips``, ``clips`` (N, length, crop, crop, 3) uint8 RGB, the teacher's input: moment
-  i's clip is decoded frames f_i, f_i + step, ..., each resized to exactly ``resize`` (h, w)
-  by libswscale's bilinear filter (close to, not bit-equal with, torchvision's antialiased
+  k's clip is the frames of ticks 16k, 16k + step, ... (time grid: 2/30 s apart, each the last
+  frame at or before its time), each resized to exactly ``resize`` (h, w) as displayed by
+  libswscale's bilinear filter (close to, not bit-equal with, torchvision's antialiased
   resize) and centre-cropped (as torchvision's ``VideoClassification``: offsets rounded half
   to even), the last decoded frame repeated past the end.  Clip frames are written straight into the
   output, so nothing but the output is held: about 600 KB a moment (16 x 112 x 112 x 3).
@@ -24,25 +28,29 @@ per geometry into a preallocated buffer; the per-frame Python work is a type che
 counter; audio is resampled in blocks of about 1.5 s, not per packet.  Memory: the output
 plus the audio buffer of ``core/audio_windows.py``.
 
-``read_frames`` picks decoded frames by index (video only, stops early): visualize's frames.
+``read_frames`` picks decoded frames by index (video only, stops early), displayed the same
+way: visualize's frames.
 ``container_duration`` reads a file's duration from its header (data-set adapters).
 Not here: the decode stage's config and cache key (``stages/decode.py``), spectrograms.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .audio_windows import MAX_AUDIO_AHEAD, AudioWindows, BlockResampler
-from .errors import ConfigError, L2LError
-from .grid import AUDIO_WINDOW, CLIP_LEN, FRAME_SIZE, MOMENT_STRIDE, SAMPLE_RATE
+from .errors import L2LError
+from .grid import AUDIO_WINDOW, FRAME_SIZE, GRID_RATE, MOMENT_STRIDE, SAMPLE_RATE
+from .picture import ClipSpec, Converter, DisplayError, resize_crop_dims, sample_aspect
+from .timeline import Timeline
 
 __all__ = ["ClipSpec", "DecodeError", "MAX_AUDIO_AHEAD", "container_duration", "frame_to_rgb",
            "one_line", "open_video", "read_frames", "read_moments", "resize_crop_dims"]
+# ClipSpec and resize_crop_dims live in core/picture.py; re-exported for callers of this module
 
 
 class DecodeError(L2LError, RuntimeError):
@@ -53,27 +61,6 @@ class DecodeError(L2LError, RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
-@dataclasses.dataclass(frozen=True)
-class ClipSpec:
-    """The teacher's clips: ``length`` frames ``step`` apart, resized to ``resize`` (h, w)
-    pixels, centre-cropped to ``crop`` x ``crop``."""
-    length: int = CLIP_LEN
-    step: int = 2
-    resize: tuple = (128, 171)
-    crop: int = 112
-
-    def __post_init__(self):
-        h, w = (int(v) for v in self.resize)
-        object.__setattr__(self, "resize", (h, w))
-        if self.length < 1 or self.step < 1 or not 0 < self.crop <= min(h, w):
-            raise ConfigError(f"bad clip geometry: {self}")
-
-    def origin(self) -> tuple[int, int]:
-        """(y0, x0) of the centre crop, rounded as torchvision's ``center_crop``."""
-        h, w = self.resize
-        return int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-
-
 def one_line(e: BaseException) -> str:
     """FFmpeg's message without the errno and the repeated file name, on one line."""
     import av
@@ -82,49 +69,11 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def resize_crop_dims(width: int, height: int, size: int) -> tuple[int, int, int, int]:
-    """(resized width, resized height, crop x0, crop y0) for short-side resize + centre crop."""
-    scale = size / min(width, height)
-    rw, rh = max(size, round(width * scale)), max(size, round(height * scale))
-    return rw, rh, (rw - size) // 2, (rh - size) // 2
-
-
-class _Converter:
-    """One geometry (resize to w x h, crop (y0, x0) size (ch, cw)) with its own libswscale
-    context, reused frame after frame.  ``threads=1``: threaded reformat costs more than it
-    saves on frames this small.  A new source geometry recomputes the crop."""
-
-    def __init__(self, short_side: int | None = None, clip: ClipSpec | None = None):
-        from av.video.reformatter import VideoReformatter
-        self.short_side, self.clip, self.src = short_side, clip, None
-        self.reformatter = VideoReformatter()
-
-    def _geometry(self, width: int, height: int) -> None:
-        if self.clip is not None:
-            (h, w), (y0, x0), c = self.clip.resize, self.clip.origin(), self.clip.crop
-            self.dims = (w, h, slice(y0, y0 + c), slice(x0, x0 + c))
-        else:
-            rw, rh, x0, y0 = resize_crop_dims(width, height, self.short_side)
-            s = self.short_side
-            self.dims = (rw, rh, slice(y0, y0 + s), slice(x0, x0 + s))
-        self.src = (width, height)
-
-    def __call__(self, frame, out: np.ndarray | None = None) -> np.ndarray:
-        if self.src != (frame.width, frame.height):
-            self._geometry(frame.width, frame.height)
-        rw, rh, ys, xs = self.dims
-        rgb = self.reformatter.reformat(frame, width=rw, height=rh, format="rgb24",
-                                        threads=1).to_ndarray()
-        if out is None:
-            return np.ascontiguousarray(rgb[ys, xs])
-        out[...] = rgb[ys, xs]
-        return out
-
-
 def frame_to_rgb(frame, size: int = FRAME_SIZE) -> np.ndarray:
-    """One ``av.VideoFrame`` -> (size, size, 3) uint8 RGB, short side resized then centre crop.
-    (A one-off: loops use one ``_Converter`` for all their frames.)"""
-    return _Converter(short_side=size)(frame)
+    """One ``av.VideoFrame`` -> (size, size, 3) uint8 RGB, short side resized then centre crop
+    (coded pixels: no display matrix or pixel aspect).  (A one-off: loops use one
+    ``core.picture.Converter`` for all their frames.)"""
+    return Converter(short_side=size, display=False)(frame)
 
 
 class _Grow:
@@ -174,14 +123,26 @@ def _time(frame, n: int, fps: float) -> float:
     return n / fps if fps else float(n)
 
 
+def _converter(vs, display: bool, **kw) -> Converter:
+    return Converter(display=display, sar=sample_aspect(vs) if display else Fraction(1), **kw)
+
+
 def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: int = FRAME_SIZE,
                  rate: int = SAMPLE_RATE, window: float = AUDIO_WINDOW, threads: int = 0,
-                 min_decoded_fraction: float = 0.9, clips: ClipSpec | None = None) -> dict[str, Any]:
+                 min_decoded_fraction: float = 0.9, clips: ClipSpec | None = None,
+                 grid: str = "time", grid_rate: float = GRID_RATE, display: bool = True,
+                 start: float | None = None, end: float | None = None) -> dict[str, Any]:
     """Decode ``path`` into the moment grid (module docstring): ``frames``, ``times``,
     ``frame_index``, ``waveform`` (and ``clips`` when asked) plus ``fps``, ``duration`` (s),
-    ``has_audio``, ``width``, ``height`` (source pixels).  ``threads``: decoder threads, 0 lets
-    FFmpeg choose (never changes a number).  ``DecodeError`` for a file with no video stream,
-    an unreadable, truncated or empty one."""
+    ``has_audio``, ``width``, ``height`` (coded pixels).  ``grid``: "time" (moment k at
+    t0 + k * stride / grid_rate s) or "frames" (every ``stride``-th decoded frame); clip steps
+    count the same ticks.  ``display``: apply the display matrix and the pixel aspect.
+    ``start``/``end`` (seconds): use only that part of the file, as if cut there (the time grid
+    starts at ``start``, the frames grid at the first frame at or after it; no frame after
+    ``end``, no sound past it: windows are zero there; ``duration`` is the part's).
+    ``threads``: decoder threads, 0 lets FFmpeg choose (never changes a number).
+    ``DecodeError`` for a file with no video stream, an unreadable, truncated or empty one, or
+    a display rotation that is not a multiple of 90 degrees."""
     import av
 
     path = Path(path)
@@ -195,65 +156,101 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
         rate_q = vs.average_rate or vs.guessed_rate
         fps = float(rate_q) if rate_q else 0.0
         declared = _declared_duration(container, vs)
-        hint = int((declared or 0) * (fps or 30) / stride) + 2
-        frames = _Grow((size, size, 3), hint)
-        times: list[float] = []
-        index: list[int] = []
-        audio = AudioWindows(rate, window)
+        per_s = grid_rate if grid == "time" else (fps or 30)
+        hint = int((declared or 0) * per_s / stride) + 2
+        line = Timeline(grid, stride, grid_rate, clip_len=clips.length if clips else 0,
+                        clip_step=clips.step if clips else 1)
+        out = _Moments(line, size, hint, clips, _converter(vs, display, short_side=size),
+                       _converter(vs, display, clip=clips) if clips else None)
+        audio = out.audio = AudioWindows(rate, window)
         resampler = (BlockResampler(rate, audio, av.AudioResampler(format="flt", layout="mono",
                                                                    rate=rate), av.AudioFifo)
                      if aus is not None else None)
-        convert = _Converter(short_side=size)
-        clipper = _Clips(clips, stride, hint) if clips is not None else None
         VideoFrame = av.VideoFrame
-        n, last = 0, None
+        trim = start is not None or end is not None
+        t_start = Fraction(start).limit_denominator(1 << 30) if start is not None else None
+        n, fed, last, last_n, pos, by_index, video_done = 0, 0, None, -1, 0, True, False
         try:
             for frame in container.decode(*([vs] if aus is None else [vs, aus])):
                 if type(frame) is VideoFrame:
-                    if n % stride == 0:
+                    if video_done:
+                        continue
+                    if trim:
                         t = _time(frame, n, fps)
-                        audio.last_time = t
-                        convert(frame, frames.slot())
-                        times.append(t)
-                        index.append(n)
-                        audio.add_moment(len(times) - 1, t)
-                    if clipper is not None:
-                        clipper.add(frame, n)
-                    last = frame
+                        if end is not None and t > end:       # past the part used: stop video
+                            video_done = True
+                            if aus is None:
+                                break
+                            continue
+                        if grid != "time" and start is not None and t < start:
+                            n += 1                           # frames grid: counts from start
+                            continue
+                    if fed == 0:      # time grid: positions are pts (frame indices if none)
+                        tb = frame.time_base
+                        by_index = grid != "time" or frame.pts is None or tb is None
+                        tb = (1 / Fraction(fps or 30).limit_denominator(1 << 20) if by_index
+                              else Fraction(tb.numerator, tb.denominator))
+                        p0 = 0 if by_index else frame.pts
+                        origin = None
+                        if t_start is not None and grid == "time":
+                            origin = max(t_start, p0 * tb if not by_index else t_start)
+                        line.start(p0, tb, origin)
+                    pos = fed if by_index else (frame.pts if frame.pts is not None else pos)
+                    if fed and pos > line.cut:
+                        out.settle(line.feed(pos), last, last_n, _time(frame, n, fps))
+                    last, last_n = frame, n
                     n += 1
-                elif not resampler.push(frame):          # near the buffer's bound: exact path
-                    audio.last_time = _time(last, n - 1, fps) if last is not None else None
-                    resampler.push_one(frame)
+                    fed += 1
+                else:
+                    if video_done and end is not None and frame.time is not None and frame.time > end:
+                        break                                # the audio is past the part used too
+                    if not resampler.push(frame):            # near the buffer's bound: exact path
+                        audio.last_time = _time(last, last_n, fps) if last is not None else None
+                        resampler.push_one(frame)
+            if last is not None:
+                out.settle(line.finish(pos), last, last_n, _time(last, last_n, fps))
             if resampler is not None:
                 if last is not None:
-                    audio.last_time = _time(last, n - 1, fps)
+                    audio.last_time = _time(last, last_n, fps)
                 resampler.finish()
         except av.error.FFmpegError as e:
             if n == 0:
                 raise DecodeError(path, f"cannot decode: {one_line(e)}") from None
             raise DecodeError(path, f"decode error after {n} frames: {one_line(e)}") from None
+        except DisplayError as e:                   # an odd display rotation
+            raise DecodeError(path, str(e)) from None
         audio.finish()
         declared = _declared_duration(container, vs)
         if n == 0:
             raise DecodeError(path, "no decodable video frames")
+        if last is None or (start is not None and _time(last, last_n, fps) < start):
+            raise DecodeError(path, f"no video frame at or after start {start:g} s")
         if audio.overrun:
             raise DecodeError(path, f"audio runs more than {MAX_AUDIO_AHEAD:g} s ahead of the video "
                                     "(late video start or bad interleaving); not windowed")
         width, height = vs.codec_context.width, vs.codec_context.height
 
-    last_time = _time(last, n - 1, fps)
-    first = times[0] if times else 0.0
+    times = out.times
+    last_time = _time(last, last_n, fps)
+    first = out.first_time
     decoded = (last_time - first) + (1.0 / fps if fps else 0.0)
     audio_end = resampler.audio_end if resampler is not None else None
     if audio_end is not None:      # audio that outlasts the video is not truncation (FFmpeg
         decoded = max(decoded, audio_end - first)      # often declares the longest stream's end)
-    if declared and declared > 2.0 and decoded < min_decoded_fraction * declared - 1.0:
+    if (not trim and declared and declared > 2.0
+            and decoded < min_decoded_fraction * declared - 1.0):
         raise DecodeError(path, f"truncated: decoded {decoded:.1f} s of {declared:.1f} s declared")
     m = len(times)
-    out = {
-        "frames": frames.view(),
+    if end is not None:                 # no sound past the end of the part used
+        for k in range(m):
+            cut = int(round((end - times[k]) * rate))
+            audio.out[k][max(0, cut):] = 0.0
+    if trim:
+        declared = (end if end is not None else (declared or last_time)) - (start or 0.0)
+    result = {
+        "frames": out.frames.view(),
         "times": np.asarray(times, np.float64),
-        "frame_index": np.asarray(index, np.int64),
+        "frame_index": np.asarray(out.index, np.int64),
         "waveform": np.stack([audio.out[k] for k in range(m)]) if m else np.zeros((0, audio.n), np.float32),
         "fps": fps,
         "duration": float(declared or decoded),
@@ -261,51 +258,57 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
         "width": width,
         "height": height,
     }
-    if clipper is not None:
-        out["clips"] = clipper.finish(last, n - 1)
-    return out
+    if clips is not None:
+        result["clips"] = out.clips.view()
+    return result
 
 
-class _Clips:
-    """Writes each clip frame straight into the output as it is decoded: frame i goes to moment
-    m's clip at position (i - m) / step for every moment m <= i within reach; at the end, the
-    positions past the last decoded frame get the last frame."""
+class _Moments:
+    """The outputs, filled as the timeline settles ticks: a moment tick appends the moment (its
+    time, frame index, converted frame, audio window); a clip tick writes its frame straight into
+    every clip slot it fills.  A frame that settles several ticks is converted once."""
 
-    def __init__(self, spec: ClipSpec, stride: int, hint: int):
-        self.spec, self.stride = spec, stride
-        self.span = (spec.length - 1) * spec.step
-        self.out = _Grow((spec.length, spec.crop, spec.crop, 3), hint)
-        self.convert = _Converter(clip=spec)
+    def __init__(self, line: Timeline, size: int, hint: int, spec: ClipSpec | None,
+                 convert: Converter, clip_convert: Converter | None):
+        self.line, self.convert, self.clip_convert = line, convert, clip_convert
+        self.frames = _Grow((size, size, 3), hint)
+        self.clips = _Grow((spec.length, spec.crop, spec.crop, 3), hint) if spec else None
+        self.times: list[float] = []
+        self.index: list[int] = []
+        self.audio: AudioWindows | None = None
+        self.first_time = 0.0
 
-    def add(self, frame, i: int) -> None:
-        stride, step = self.stride, self.spec.step
-        if i % stride == 0:
-            self.out.slot()
-        first = max(0, -(-(i - self.span) // stride)) * stride
-        targets = [(m // stride, (i - m) // step) for m in range(first, i + 1, stride)
-                   if (i - m) % step == 0]
-        if targets:
-            (k0, p0), rest = targets[0], targets[1:]
-            src = self.convert(frame, self.out.a[k0, p0])
-            for k, p in rest:
-                self.out.a[k, p] = src
+    def settle(self, ticks: list, frame, i: int, now: float) -> None:
+        """``ticks`` (from the timeline) all get ``frame``, decoded frame ``i``; ``now``: the
+        latest decoded video time (bounds the audio buffer)."""
+        if not ticks:
+            return
+        clip_src = None
+        by_time = self.line.grid == "time"
+        for u, moment, slots in ticks:
+            if moment is not None:
+                t = float(self.line.tick_time(u)) if by_time else _time(frame, i, 0.0)
+                if moment == 0:
+                    self.first_time = t
+                self.audio.last_time = now
+                self.convert(frame, self.frames.slot())
+                self.times.append(t)
+                self.index.append(i)
+                self.audio.add_moment(moment, t)
+                if self.clips is not None:
+                    self.clips.slot()
+            for k, j in slots:
+                if clip_src is None:
+                    clip_src = self.clip_convert(frame, self.clips.a[k, j])
+                else:
+                    self.clips.a[k, j] = clip_src
 
-    def finish(self, last_frame, last_i: int) -> np.ndarray:
-        tail = None
-        step, stride = self.spec.step, self.stride
-        for k in range(self.out.n):
-            m = k * stride
-            for p in range(self.spec.length):
-                if m + p * step > last_i:
-                    if tail is None:
-                        tail = self.convert(last_frame)
-                    self.out.a[k, p] = tail
-        return self.out.view()
 
-
-def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRAME_SIZE) -> np.ndarray:
+def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRAME_SIZE,
+                display: bool = True) -> np.ndarray:
     """(len(indices), size, size, 3) uint8 RGB: the decoded frames with these indices (among
-    all decoded frames, as ``frame_index``), converted as the moments' ``frames``.  One pass
+    all decoded frames, as ``frame_index``), converted as the moments' ``frames`` (``display``:
+    rotation and pixel aspect applied, as the decode stage's default).  One pass
     over the video stream that stops after the last wanted frame.  ``DecodeError`` if the file
     cannot be read or has fewer frames."""
     import av
@@ -313,10 +316,10 @@ def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRA
     if not want:
         return np.zeros((0, size, size, 3), np.uint8)
     got: dict[int, np.ndarray] = {}
-    convert = _Converter(short_side=size)
     with open_video(path) as container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
+        convert = _converter(vs, display, short_side=size)
         try:
             for n, frame in enumerate(container.decode(vs)):
                 if n in want:
@@ -325,6 +328,8 @@ def read_frames(path: os.PathLike | str, indices: Sequence[int], size: int = FRA
                         break
         except av.error.FFmpegError as e:
             raise DecodeError(path, f"decode error after {len(got)} wanted frames: {one_line(e)}") from None
+        except DisplayError as e:                   # an odd display rotation
+            raise DecodeError(path, str(e)) from None
     missing = want - set(got)
     if missing:
         raise DecodeError(path, f"has no decoded frame(s) {sorted(missing)[:3]}")

@@ -2,7 +2,9 @@
 
 Reads ``clips`` (N, clip_len, clip_crop, clip_crop, 3) uint8 RGB, one per moment, which the
 decode stage makes in its single pass over the file when asked (``upstream_options``): for the
-moment at decoded frame f, frames f, f+step, ..., f+(clip_len-1)*step, each resized to exactly
+moment at grid tick u, the frames of ticks u, u+step, ..., u+(clip_len-1)*step (on the default
+30 fps timeline, 16 frames 2/30 s apart, each the last decoded frame at or before its time; on
+``decode.grid=frames``, decoded frames), as displayed (rotation applied), each resized to exactly
 ``clip_resize`` (h, w) and centre-cropped to ``clip_crop``, the last frame repeated past the end.
 With the defaults (16 frames, every other one, 128x171, crop 112) that is what torchvision's
 ``R2Plus1D_18_Weights.KINETICS400_V1.transforms()`` expects; the scaling to [0, 1] and the
@@ -40,7 +42,7 @@ class TeacherConfig:
     weights: str = "kinetics"     # "kinetics", "random" (tests only) or a local state-dict path
     num_classes: int = 400
     clip_len: int = 16            # frames per clip
-    clip_step: int = 2            # every other decoded frame
+    clip_step: int = 2            # every other grid tick (2/30 s; decoded frames on grid=frames)
     clip_resize: tuple = (128, 171)   # (h, w) every clip frame is resized to
     clip_crop: int = 112          # then centre-cropped to clip_crop x clip_crop
     dtype: str = "float16"        # stored dtype

@@ -64,6 +64,40 @@ def write_video(path: Path, *, frames: int = 48, size: tuple[int, int] = (64, 48
     return path
 
 
+# ---- the moment grid, computed independently of l2l ------------------------------------------
+def fps_filter_picks(path: Path, rate: int = 30, stride: int = 16) -> list[int]:
+    """FFmpeg's own choice of frames on the 30 fps timeline: the decoded frames pushed through
+    libavfilter's ``fps=30:round=up`` (PyAV's filter graph; output tick u shows the last frame
+    at or before u/30 s), every ``stride``-th output tick, identified by decoded index (each frame
+    carries its index as ``opaque``, which the filters pass through).  Ticks past the last frame
+    (the filter fills the last frame's duration) are dropped: a moment is at or before it."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        decoded = list(c.decode(vs))
+        g = av.filter.Graph()
+        src = g.add_buffer(template=vs)
+        f = g.add("fps", f"fps={rate}:round=up")
+        sink = g.add("buffersink")
+        src.link_to(f)
+        f.link_to(sink)
+        g.configure()
+        last_t = decoded[-1].pts * decoded[-1].time_base
+        first_t = decoded[0].pts * decoded[0].time_base
+        picks = []
+        for i, fr in enumerate(decoded + [None]):         # None: end of stream, flush
+            if fr is not None:
+                fr.opaque = i
+            g.push(fr)
+            while True:
+                try:
+                    out = g.pull()
+                except (av.BlockingIOError, av.EOFError):
+                    break
+                picks.append(out.opaque)
+    return [picks[u] for u in range(0, len(picks), stride)
+            if fractions.Fraction(u, rate) <= last_t - first_t]
+
+
 # ---- writers for what write_video cannot make ------------------------------------------------
 def remux(src: Path, dst: Path, **options) -> Path:
     """Copy ``src``'s packets into ``dst`` with container ``options`` (e.g. movflags=faststart)."""

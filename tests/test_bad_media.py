@@ -23,7 +23,7 @@ from l2l.cli.main import main
 from l2l.stages.decode import decode_video
 from l2l.stages.spectrogram import Spectrogram
 from l2l.store import open_store
-from helpers import remux, write_audio_only, write_raw, write_video, write_vp9_opus
+from helpers import fps_filter_picks, remux, write_audio_only, write_raw, write_video, write_vp9_opus
 
 REPO = Path(__file__).resolve().parents[1]
 SILENCE = np.float16(np.log(1e-6))          # log-mel of a zero window (spectrogram floor)
@@ -198,25 +198,24 @@ def _stored(bad_run, vid):
     return st.meta(vid), st.read(vid, ["frames", "times", "frame_index", "logmel"])
 
 
-def _moments(n_frames: int) -> int:
-    return (n_frames + 15) // 16
-
-
 def _pts_times(path) -> list[float]:
     with av.open(str(path)) as c:
         return [float(f.time) for f in c.decode(video=0)]
 
 
 def _check_grid(bad_run, vid, *, has_audio: bool):
-    """Moments = every 16th decoded frame (counted independently), 112x112 frames, spectrograms
-    equal to those of the decoded windows."""
+    """Moments = FFmpeg's fps=30 picks every 16/30 s (computed independently), 112x112 frames,
+    spectrograms equal to those of the decoded windows."""
     meta, a = _stored(bad_run, vid)
     times = _pts_times(bad_run["paths"][vid])
-    n = _moments(len(times))
+    picks = fps_filter_picks(bad_run["paths"][vid])
+    n = len(picks)
+    if vid != "vfr":                      # 30 fps files: as many moments as frames / 16
+        assert n == (len(times) + 15) // 16
     assert meta.num_moments == n and meta.has_audio is has_audio
     assert a["frames"].shape == (n, 112, 112, 3) and a["frames"].dtype == np.uint8
-    assert a["frame_index"].tolist() == list(range(0, len(times), 16))
-    assert np.allclose(a["times"], times[::16], atol=1e-6)
+    assert a["frame_index"].tolist() == picks
+    assert np.allclose(a["times"], times[0] + np.arange(n) * 16 / 30, atol=1e-9)
     d = decode_video(bad_run["paths"][vid])
     assert np.array_equal(a["logmel"], Spectrogram().run({"waveform": d["waveform"]})["logmel"])
     return meta, a, d
@@ -255,8 +254,8 @@ def test_video_only_single_frame_short_and_vfr(bad_run, vid):
         w = d["waveform"][0]
         assert np.sqrt((w[:n - 400] ** 2).mean()) > 0.2 and np.all(w[n + 1200:] == 0)
     if vid == "vfr":
-        vfr = _vfr_times()
-        assert np.allclose(a["times"], [vfr[0], vfr[16], vfr[32]], atol=2e-3)
+        vfr = _vfr_times()                # 2.38 s: moments at 0, 16/30, ..., 64/30 s
+        assert np.allclose(a["times"], np.arange(5) * 16 / 30) and vfr[-1] < 80 / 30
 
 
 @pytest.mark.parametrize("vid", ["audio_8k", "audio_44k", "audio_51"])

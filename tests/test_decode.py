@@ -41,8 +41,11 @@ def test_variable_frame_rate_times_come_from_pts(make_video):
     for i in range(1, 40):
         vfr.append(vfr[-1] + (0.02 if i < 20 else 0.1))
     path = make_video("vfr.mp4", frames=40, vfr_times=vfr, audio_rate=None)
-    d = decode_video(path)
+    d = decode_video(path, DecodeConfig(grid="frames"))          # every 16th decoded frame
     assert np.allclose(d["times"], [vfr[0], vfr[16], vfr[32]], atol=2e-3)
+    # the time grid (tests/test_timeline.py): moments every 16/30 s up to the last frame (2.38 s)
+    d = decode_video(path)
+    assert np.allclose(d["times"], np.arange(5) * 16 / 30)
 
 
 def test_audio_window_is_the_tone_at_the_moment(make_video):
