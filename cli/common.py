@@ -92,12 +92,18 @@ def parse_options(pairs) -> dict[str, object]:
     return out
 
 
-def load_dataset(name: str, videos: Path, annotations: Path, options: dict | None = None):
-    """The adapter's ``Dataset``; a missing file or an option the adapter lacks is one line."""
+def load_dataset(name: str, videos: Path, annotations: Path | None, options: dict | None = None):
+    """The adapter's ``Dataset``; a missing file or an option the adapter lacks is one line.
+    ``annotations`` may be None only for the adapters that read none (``--dataset folder``)."""
     from ..datasets import get_adapter
-    if not Path(annotations).exists():
+    from ..datasets.base import NO_ANNOTATIONS
+    if annotations is None:
+        if name not in NO_ANNOTATIONS:
+            fail(f"--dataset {name} needs --annotations (only {', '.join(NO_ANNOTATIONS)} reads none)")
+    elif not Path(annotations).exists():
         fail(f"{annotations}: annotation file not found")
     try:
-        return get_adapter(name)(Path(videos), Path(annotations), **(options or {}))
+        return get_adapter(name)(Path(videos), None if annotations is None else Path(annotations),
+                                 **(options or {}))
     except TypeError as e:                      # an option this adapter does not take
         fail(f"--dataset {name}: {e}")

@@ -16,8 +16,9 @@ from .common import (DATASET, DATASET_OPTION, DEVICE, PROGRESS, fail, load_datas
 @DATASET_OPTION
 @click.option("--videos", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder holding the media files.")
-@click.option("--annotations", type=click.Path(path_type=Path), required=True,
-              help="The data set's annotation file (e.g. ActivityNet's v1.3 JSON).")
+@click.option("--annotations", type=click.Path(path_type=Path), default=None,
+              help="The data set's annotation file (e.g. ActivityNet's v1.3 JSON); "
+                   "--dataset folder reads none.")
 @store_option(exists=False, help="Feature store to create or extend (a folder for zarr, *.h5 for hdf5).")
 @click.option("--subset", default=None, help="Only this subset (training, validation, testing); default: all.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N videos; default: all.")
@@ -63,7 +64,7 @@ def extract(dataset_name, dataset_options, videos, annotations, store_path, subs
     summary = run_extract(dataset, store_path, stages=plan, subset=subset, limit=limit,
                           device=device, workers=workers, scheduler=scheduler,
                           backend=backend, progress=progress, retry_failed=retry_failed,
-                          missing_reason=f"listed in {annotations} but not found in {videos}")
+                          missing_reason=f"listed in {annotations or videos} but not found in {videos}")
     for note in summary.notes:
         click.echo(note, err=True)
     for f in summary.failures[:20]:

@@ -133,7 +133,9 @@ def evaluate(store_path, checkpoint, subset, out_dir, seed, batch_size, dataset_
     from ..evaluation.cost import UNIT_NOTE
     from ..evaluation.report import evaluate as run
     listed = None
-    if (dataset_name is None) != (annotations is None):
+    from ..datasets.base import NO_ANNOTATIONS
+    if (dataset_name is None and annotations is not None) or (
+            dataset_name is not None and annotations is None and dataset_name not in NO_ANNOTATIONS):
         fail("--dataset and --annotations go together (the list of every video of the subset)")
     if dataset_name is not None:
         from .common import load_dataset, parse_options

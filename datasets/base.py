@@ -1,7 +1,7 @@
 """What a data set is to l2l: a list of videos, each with an id, a path, labels and a subset.
 
 Adapters (one module each: ``activitynet``, ``kinetics_sounds``, ``ucf101``, ``mini_sports1m``,
-``synthetic``) turn an official annotation format into ``VideoRecord``s and register themselves
+``synthetic``, and for one's own videos ``folder`` and ``csv_list``) turn an official annotation format into ``VideoRecord``s and register themselves
 under their ``--dataset`` name with ``@register``; ``ADAPTER_MODULES`` below is the one line per
 adapter that says which module to import for a name (``get_adapter(name)`` imports it on first
 use).  They read annotation files only; ``mini_sports1m`` alone opens containers, for their
@@ -34,6 +34,8 @@ class VideoRecord:
     labels: tuple[str, ...]      # class names; empty for unlabelled (test) videos
     subset: str                  # "training", "validation" or "testing"
     duration: float | None = None  # seconds, as the annotation states (None if unknown)
+    start: float | None = None   # seconds: use the file from here (None: its beginning)
+    end: float | None = None     # seconds: and up to here (None: its end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Dataset:
     classes: tuple[str, ...]     # the taxonomy, in a fixed order (class index = position)
     videos: tuple[VideoRecord, ...]
     skipped: int = 0             # annotation entries the adapter ignored on purpose (e.g. other classes)
+    split: dict | None = None    # how the subsets were made, when the adapter chose (kept in the store)
 
     def subset(self, subset: str | None) -> "Dataset":
         if subset is None:
@@ -69,7 +72,12 @@ ADAPTER_MODULES = {
     "ucf101": "ucf101",
     "mini-sports1m": "mini_sports1m",
     "synthetic": "synthetic",
+    "folder": "folder",
+    "csv": "csv_list",
 }
+
+# adapters that read no annotation file (``--annotations`` is optional for them)
+NO_ANNOTATIONS = ("folder",)
 
 
 def get_adapter(name: str) -> Callable[..., Dataset]:

@@ -286,6 +286,8 @@ def _record_store_info(store, dataset: Dataset, stages: Sequence[Stage]) -> None
                           "list; extract into a new store")
     if info.get("classes") is None:
         new.update(dataset=dataset.name, classes=classes)
+    if dataset.split and info.get("split") is None:    # how the adapter made the subsets
+        new["split"] = dataset.split
     models = any(s.uses_gpu for s in stages)
     if models and "flops_per_moment" not in info:  # measured once, with torch's flop counter,
         from ..models.cost import flops_per_moment  # when the first model stage runs

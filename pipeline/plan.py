@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from ..datasets.base import VideoRecord
 from ..stages import Stage
-from ..stages.decode import DecodeError, source_fingerprint
+from ..stages.decode import DecodeError, source_key
 from ..store import ArrayRecord, StoreError
 
 
@@ -57,7 +57,7 @@ def plan(store, job: Job, stages: Sequence[Stage], missing_reason: str) -> None:
     video = job.video
     if video.path is None:
         raise DecodeError(video.id, missing_reason or "listed in the annotations but no media file found")
-    job.keys = keys = {"source": source_fingerprint(video.path)}
+    job.keys = keys = {"source": source_key(video)}
     existing = {}
     if video.id in store.index["videos"]:
         existing = store.records(video.id)
@@ -97,7 +97,7 @@ def known_failure(store, video: VideoRecord, stages: Sequence[Stage]) -> Outcome
     decode = next((s for s in stages if s.name == "decode"), None)
     if not f or not f.get("key") or decode is None or video.path is None or not video.path.is_file():
         return None
-    if f["key"] != decode.key({"source": source_fingerprint(video.path)}):
+    if f["key"] != decode.key({"source": source_key(video)}):
         return None
     return Outcome(video.id, "failed", f["stage"], f"{f['reason']} (recorded earlier; "
                                                    "--retry-failed tries again)")

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 
 from ..datasets.base import VideoRecord
 from ..stages import Stage
-from ..stages.decode import DecodeError
+from ..stages.decode import DecodeError, media_source
 from .ahead import ahead, cores, decode_slots, with_threads
 from .plan import Job, Outcome, plan
 from .process import ensure_setup, named_thread, stage_device, store_for
@@ -222,7 +222,7 @@ def _run_one(store, job: Job, stage: Stage, device: str, versions: dict) -> None
         job.values.update(store.read(job.video.id, need))
     t = time.perf_counter()
     out = stage.run({i: job.values[i] for i in stage.inputs if i != "source"},
-                    source=job.video.path, device=stage_device(stage, device))
+                    source=media_source(job.video), device=stage_device(stage, device))
     _keep(job, stage, out, versions, time.perf_counter() - t)
 
 

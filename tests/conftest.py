@@ -63,6 +63,7 @@ SLOW = (
     "test_train_skim.py::test_long_runs_checkpoint_every_few_epochs_and_resume_exactly",     # 8 s
     "test_recipe_release.py::test_readme_release_block_runs_as_written",                    # 60 s
     "test_release.py::test_export_student_as_their_checkpoint",                              # 4 s
+    "test_own_datasets.py::test_own_data_set_end_to_end",             # 2 x 70 s at load 10 (h19)
 )
 
 

@@ -31,7 +31,8 @@ def one_line_error(fn, *needles):
 
 
 def test_registry_knows_every_adapter():
-    assert sorted(ADAPTER_MODULES) == ["activitynet", "kinetics-sounds", "mini-sports1m", "synthetic", "ucf101"]
+    assert sorted(ADAPTER_MODULES) == ["activitynet", "csv", "folder", "kinetics-sounds", "mini-sports1m",
+                                       "synthetic", "ucf101"]
     for name in ADAPTER_MODULES:
         assert callable(get_adapter(name))
     with pytest.raises(KeyError, match="unknown data set"):
