@@ -39,8 +39,8 @@ CHECKPOINT = click.option("--checkpoint", type=click.Path(exists=True, path_type
                    "recognise the picked moments with it.")
 @click.option("--readout", type=click.Choice(["inputs", "outputs"]), default="inputs",
               show_default=True,
-              help="What the classifier averages: inputs x_0..x_{T-1} (the paper's figure) or "
-                   "outputs x_1..x_T (the authors' code).")
+              help="What the classifier averages: inputs x_0..x_{T-1} (the paper's figure and "
+                   "the authors' main model) or outputs x_1..x_T (their single-modality code).")
 @click.option("--fresh-classifier/--student-classifier", default=False, show_default=True,
               help="A new classifier at the full lr (the authors' single-modality variant) "
                    "instead of the student's at --classifier-lr-factor x lr.")

@@ -27,9 +27,9 @@ WEIGHTS_HELP = ("imagenet (torchvision's ResNet-18, from the torch hub cache), r
               help="Image trunk initialisation: " + WEIGHTS_HELP)
 @click.option("--audio-weights", default="imagenet",
               help="Audio trunk initialisation (all but its 1-channel conv1): " + WEIGHTS_HELP)
-@click.option("--audio-pool", type=click.Choice(["avg", "max"]), default="avg",
-              help="Audio trunk pooling over time: avg (the paper's text) or max (the authors' "
-                   "code).")
+@click.option("--audio-pool", type=click.Choice(["max", "avg"]), default="max", show_default=True,
+              help="Audio trunk pooling over time: max (the authors' code, which made their "
+                   "released features and checkpoint) or avg (the paper's text).")
 @click.option("--teacher-weights", "--teacher", "teacher_weights", default=None,
               help="Check the store's teacher arrays were made with these weights "
                    "('kinetics' or a checkpoint path).")
@@ -46,13 +46,17 @@ WEIGHTS_HELP = ("imagenet (torchvision's ResNet-18, from the torch hub cache), r
 @click.option("--temperature", type=float, default=1.0, help="Softmax temperature of the KL term.")
 @click.option("--subset", default="training", help="Train on this subset ('all' for every video).")
 @click.option("--max-moments", type=int, default=None,
-              help="Moments drawn per epoch (default: all); small values make quick demos.")
+              help="Moments drawn per epoch at most (default: all); small values make quick demos.")
+@click.option("--moments-per-video", type=int, default=None,
+              help="K: an epoch draws K random moments of each video (seeded; all of a shorter "
+                   "video) instead of every moment (default: every moment).")
 @click.option("--seed", type=int, default=0, help="Seed of the initialisation and sampling.")
 @DEVICE
 @PROGRESS
 def train_student(store_path, out_dir, objective, init, image_weights, audio_weights, audio_pool,
                   teacher_weights, epochs, batch_size, lr, momentum, nesterov, weight_decay,
-                  milestones, gamma, kl_weight, temperature, subset, max_moments, seed, device,
+                  milestones, gamma, kl_weight, temperature, subset, max_moments, moments_per_video,
+                  seed, device,
                   progress):
     """Train the image and audio trunks, Psi and the classifier from STORE's cached moments."""
     from ..training.student import TrainConfig, train_student as run
@@ -66,10 +70,12 @@ def train_student(store_path, out_dir, objective, init, image_weights, audio_wei
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          milestones=ms, gamma=gamma, kl_weight=kl_weight,
                          temperature=temperature, subset=None if subset == "all" else subset,
-                         max_moments=max_moments, seed=seed, image_weights=image_weights,
+                         max_moments=max_moments, moments_per_video=moments_per_video, seed=seed, image_weights=image_weights,
                          audio_weights=audio_weights, audio_pool=audio_pool,
                          init=None if init is None else str(init),
                          teacher_weights=teacher_weights)
+    if moments_per_video is not None and moments_per_video < 1:
+        fail(f"--moments-per-video {moments_per_video}: need at least 1")
     result = run(store_path, out_dir, config, device=device, progress=progress, log=click.echo)
     click.echo(f"student {result['path']} (hash {result['hash']}, {result['epochs']} epochs)")
 

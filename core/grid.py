@@ -1,4 +1,4 @@
-"""The moment grid (METHOD.md section 1), defined once.
+"""The moment grid (docs/method.md section 1), defined once.
 
 A moment is every ``MOMENT_STRIDE``-th tick of a ``GRID_RATE`` per second timeline (the paper's
 30 fps: moment k at k x 16/30 s, its frame the last decoded frame at or before that time;

@@ -18,8 +18,9 @@ frame at or before it; ``grid="frames"``: every ``stride``-th decoded frame).  F
 - with ``clips``, ``clips`` (N, length, crop, crop, 3) uint8 RGB, the teacher's input: moment
   k's clip is the frames of ticks 16k, 16k + step, ... (time grid: 2/30 s apart, each the last
   frame at or before its time), each resized to exactly ``resize`` (h, w) as displayed by
-  libswscale's bilinear filter (close to, not bit-equal with, torchvision's antialiased
-  resize) and centre-cropped (as torchvision's ``VideoClassification``: offsets rounded half
+  libswscale's bilinear filter (close to, not bit-equal with, torchvision's bilinear resize,
+  not antialiased: ``antialias=False`` in its video preset) and centre-cropped (as torchvision's
+  ``VideoClassification``: offsets rounded half
   to even), the last decoded frame repeated past the end.  Clip frames are written straight into the
   output, so nothing but the output is held: about 600 KB a moment (16 x 112 x 112 x 3).
 

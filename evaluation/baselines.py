@@ -1,4 +1,4 @@
-"""The baselines skimming is compared with, on the same cached features (METHOD.md section 4).
+"""The baselines skimming is compared with, on the same cached features (docs/method.md section 4).
 
 Every baseline chooses some moments of each video and classifies the video by averaging the
 student classifier's per-moment class probabilities (softmax of classifier(Psi(image, audio)))

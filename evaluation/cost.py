@@ -1,4 +1,4 @@
-"""GFLOPs per video for skimming and the baselines (METHOD.md section 4).
+"""GFLOPs per video for skimming and the baselines (docs/method.md section 4).
 
 cost = (moments whose index features were computed) x (their per-moment cost)
      + skimming cost (the skim network, counted by torch's flop counter)
@@ -29,7 +29,7 @@ UNIT_NOTE = ("GFLOPs are 1e9 multiply-adds, the paper's unit (torchvision's 40.5
              "R(2+1)D-18); torch's flop counter counts twice that")
 
 # The paper's ActivityNet trade-off points for IMGAUD-SKIMMING with image-audio indexing and
-# recognition (METHOD.md, read off the paper's plot): GFLOPs per video (multiply-adds) and mAP %,
+# recognition (docs/method.md, read off the paper's plot): GFLOPs per video (multiply-adds) and mAP %,
 # at index subsampling 20, 10, 5 and 2.  Their "mAP" is what the authors' code reports:
 # scikit-learn's macro average precision, not ActivityNet's official mAP.
 PAPER_ACTIVITYNET = {"stride": (20, 10, 5, 2), "gflops": (11.7, 22.7, 45.4, 112.7),

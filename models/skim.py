@@ -1,5 +1,5 @@
 """IMGAUD-SKIMMING: the network that previews a video's cheap per-moment features and picks the
-moments worth looking at (METHOD.md section 3, supplementary D and G).
+moments worth looking at (docs/method.md section 3, supplementary D and G).
 
 This file is the network, its factory and ``load_skim`` (the checkpoint ``train-skim``
 writes): no data loading, no training loop (see ``training/skim.py``), no baselines or metrics

@@ -70,7 +70,7 @@ def nparams(m):
 
 def test_independent_arithmetic_matches_published_figures():
     # torchvision's model card: resnet18 11,689,512 parameters (with its 1000-way fc);
-    # r2plus1d_18 31,505,325 parameters and 40.52 GMACs on 16x112x112 (METHOD.md: 40.5).
+    # r2plus1d_18 31,505,325 parameters and 40.52 GMACs on 16x112x112 (docs/method.md: 40.5).
     p, macs, _, _ = resnet18_body(3, 112, 112)
     assert p + 512 * 1000 + 1000 == 11_689_512
     assert abs(macs / 1e9 - 0.49) < 0.01

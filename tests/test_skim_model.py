@@ -18,7 +18,7 @@ def linear(i, o):
 
 
 def expected_params(C: int) -> int:
-    """The layer list of METHOD.md section 3, by arithmetic on the shapes."""
+    """The layer list of docs/method.md section 3, by arithmetic on the shapes."""
     key = (D * D * 1 + D) + 2 * D                      # Conv1x1(512->512) + BN(512) affine
     lstm = 4 * H * (D + H) + 2 * 4 * H                 # LSTMCell(512, 1024): W_ih, W_hh, b_ih, b_hh
     query = linear(H, H) + 2 * H + linear(H, D)        # Linear, BN(1024), ReLU, Linear

@@ -7,7 +7,7 @@ recognition classifier.  What is not: reading features (``FeatureSet`` and ``pre
 (``evaluation/``), the network itself and its checkpoint reader ``load_skim``
 (``models/skim.py``).
 
-Recipe (METHOD.md section 3): SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 1e-2 with
+Recipe (docs/method.md section 3): SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 1e-2 with
 the classifier at 0.1 x lr, batch 256 videos, 25 epochs, lr / 10 at epochs 15 and 20 (scaled
 with the epochs run); every training video is cropped to a random contiguous window of 200-500
 moments (clipped to its length); shorter videos are padded and masked.  Psi comes from the

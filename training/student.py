@@ -1,6 +1,6 @@
 """Training the IMGAUD2VID student (``l2l train-student``) from a feature store's cached inputs.
 
-What is here: the training config (METHOD.md's optimiser and schedule as defaults), the losses,
+What is here: the training config (docs/method.md's optimiser and schedule as defaults), the losses,
 a moment loader that reads ``frames``/``logmel`` (and ``teacher``/``teacher_logits``) video by
 video from the store, and one readable loop with per-epoch checkpoints, resume, a tqdm bar and a
 metrics CSV.  What is not: decoding media (training only reads the store), the models
@@ -50,7 +50,7 @@ class TrainError(L2LError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     objective: str = "distill"
-    # optimiser and schedule (METHOD.md section 2)
+    # optimiser and schedule (docs/method.md section 2)
     epochs: int = 60
     batch_size: int = 16
     lr: float = 1e-3
@@ -60,16 +60,18 @@ class TrainConfig:
     milestones: tuple[int, ...] | None = None   # None: (30, 50) scaled by epochs / 60
     gamma: float = 0.1
     # losses
-    kl_weight: float = 1.0          # lambda; METHOD.md leaves it open
+    kl_weight: float = 1.0          # lambda; no source fixes it (docs/method.md)
     temperature: float = 1.0
     # data
     subset: str | None = "training"
     max_moments: int | None = None  # moments drawn per epoch (None: all)
+    moments_per_video: int | None = None  # K random moments of each video per epoch (None: all)
     seed: int = 0
     # model
     image_weights: str | None = "imagenet"  # "imagenet", "random" or a resnet18 state-dict path
     audio_weights: str | None = "imagenet"  # the same, for all of the audio trunk but conv1
-    audio_pool: str = "avg"                 # over time: "avg" (paper text) or "max" (their code)
+    audio_pool: str = "max"                 # over time: "max" (their code: networks.py, AudioNet,
+                                            # line 76, which made their release) or "avg" (paper)
     init: str | None = None                 # a student checkpoint (file/folder) to fine-tune
     teacher_weights: str | None = None  # check the store's teacher arrays came from these
 
@@ -79,6 +81,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.moments_per_video is not None and self.moments_per_video < 1:
+            raise TrainError(f"moments_per_video must be at least 1, not {self.moments_per_video}")
 
     def schedule(self) -> tuple[int, ...]:
         if self.milestones is not None:
@@ -113,27 +117,44 @@ def student_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], c
 
 # ---- data -------------------------------------------------------------------------------------
 class MomentLoader:
-    """Batches of moments from a store.  Each epoch draws its moments (all, or ``max_moments``
-    of them) with a seed fixed by (seed, epoch), reads videos a chunk at a time with
+    """Batches of moments from a store.  Each epoch draws its moments with a seed fixed by
+    (seed, epoch): all of them, or ``moments_per_video`` (K) of each video (all of a shorter
+    one), then at most ``max_moments`` of those; it reads videos a chunk at a time with
     ``Store.read`` and shuffles within the chunk, so memory stays bounded by the chunk."""
 
     def __init__(self, store, ids: list[str], names: list[str], labels: dict[str, int], *,
-                 batch_size: int, max_moments: int | None, seed: int, chunk_videos: int = 32):
+                 batch_size: int, max_moments: int | None, seed: int, chunk_videos: int = 32,
+                 moments_per_video: int | None = None):
         self.store, self.ids, self.names, self.labels = store, ids, names, labels
         self.counts = np.array([store.meta(v).num_moments for v in ids], np.int64)
         self.batch_size, self.max_moments, self.seed = batch_size, max_moments, seed
-        self.chunk_videos = chunk_videos
+        self.chunk_videos, self.per_video = chunk_videos, moments_per_video
 
     def __len__(self) -> int:
-        n = int(self.counts.sum()) if self.max_moments is None else min(self.max_moments,
-                                                                         int(self.counts.sum()))
+        n = int(self.counts.sum() if self.per_video is None
+                else np.minimum(self.counts, self.per_video).sum())
+        n = n if self.max_moments is None else min(self.max_moments, n)
         return -(-n // self.batch_size)
+
+    def draw(self, epoch: int) -> np.ndarray:
+        """The moments of ``epoch``: sorted positions in the concatenation of all videos'."""
+        return self._draw(np.random.default_rng((self.seed, epoch)))
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        total = int(self.counts.sum())
+        take = np.arange(total)
+        if self.per_video is not None:
+            starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+            take = np.concatenate([s + np.sort(rng.choice(c, min(int(c), self.per_video),
+                                                          replace=False))
+                                   for s, c in zip(starts, self.counts)] or [take[:0]])
+        if self.max_moments is not None and self.max_moments < len(take):
+            take = np.sort(rng.choice(take, self.max_moments, replace=False))
+        return take
 
     def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         rng = np.random.default_rng((self.seed, epoch))
-        total = int(self.counts.sum())
-        take = np.arange(total) if self.max_moments is None or self.max_moments >= total \
-            else rng.choice(total, self.max_moments, replace=False)
+        take = self._draw(rng)
         video_of = np.repeat(np.arange(len(self.ids)), self.counts)[take]
         moment_of = take - np.concatenate([[0], np.cumsum(self.counts)[:-1]])[video_of]
         order = rng.permutation(np.unique(video_of))
@@ -238,7 +259,8 @@ def train_student(store, out_dir, config: TrainConfig = TrainConfig(), *, device
     (out / "config.json").write_text(json.dumps({"store": str(store.path), **run_config},
                                                 indent=2, default=str))
     loader = MomentLoader(store, ids, names, labels, batch_size=c.batch_size,
-                          max_moments=c.max_moments, seed=c.seed)
+                          max_moments=c.max_moments, seed=c.seed,
+                          moments_per_video=c.moments_per_video)
     cuda = torch.device(device).type == "cuda"
     row: dict = {}
     for epoch in range(start, c.epochs):
