@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
 from pathlib import Path
 
 import click
@@ -50,20 +49,21 @@ def info(store, store_opt, show_failures, as_json):
     """Summary of STORE: videos per subset, arrays and their provenance, costs, failures."""
     st = _open(store, store_opt)
     inf = st.info()
-    ids = st.ids()
-    subsets = Counter(st.meta(v).subset for v in ids)
-    moments = sum(st.meta(v).num_moments for v in ids)
-    no_audio = sum(1 for v in ids if not st.meta(v).has_audio)
+    summary = st.summary()                      # counts from the index, not per video
+    subsets = {k: v["videos"] for k, v in summary["subsets"].items()}
+    n_videos = sum(subsets.values())
+    moments = sum(v["moments"] for v in summary["subsets"].values())
+    no_audio = sum(v["no_audio"] for v in summary["subsets"].values())
     arrays: dict[str, dict] = {}
-    for v in ids:
-        for name, r in st.records(v).items():
-            a = arrays.setdefault(name, {"videos": 0, "stage": r.stage, "configs": set(),
-                                         "dtype": r.dtype, "shape": list(r.shape[1:])})
-            a["videos"] += 1
-            a["configs"].add(json.dumps(r.config, sort_keys=True))
+    for name, a in summary["arrays"].items():
+        part = max(a["parts"], key=lambda p: p["videos"])
+        arrays[name] = {"videos": a["videos"], "stage": part["record"]["stage"],
+                        "configs": {json.dumps(p["record"]["config"], sort_keys=True)
+                                    for p in a["parts"]},
+                        "dtype": part["dtype"], "shape": list(part["shape"])}
     fails = st.failures()
     if as_json:
-        out = {"info": inf, "videos": len(ids), "subsets": dict(subsets), "moments": moments,
+        out = {"info": inf, "videos": n_videos, "subsets": dict(subsets), "moments": moments,
                "no_audio": no_audio, "failures": [f.__dict__ for f in fails],
                "arrays": {k: {**a, "configs": sorted(a["configs"])} for k, a in arrays.items()}}
         click.echo(json.dumps(out, indent=2))
@@ -71,7 +71,7 @@ def info(store, store_opt, show_failures, as_json):
     click.echo(f"store      {st.path} ({inf['backend']}, schema {inf['schema_version']}, "
                f"generation {inf['generation']})")
     click.echo(f"dataset    {inf.get('dataset', '?')}, {len(inf.get('classes', []))} classes")
-    click.echo(f"videos     {len(ids)} ({', '.join(f'{k} {n}' for k, n in sorted(subsets.items())) or '-'}),"
+    click.echo(f"videos     {n_videos} ({', '.join(f'{k} {n}' for k, n in sorted(subsets.items())) or '-'}),"
                f" {moments} moments, {no_audio} without audio")
     for name, a in sorted(arrays.items()):
         cfgs = len(a["configs"])
@@ -102,18 +102,33 @@ def verify(store, store_opt, progress):
         raise click.ClickException(f"{store}: {len(problems)} problem(s); `l2l store repair {store}` "
                                    "drops the affected videos so that a rerun of extract redoes "
                                    "exactly those")
-    click.echo(f"{store}: OK ({len(st.ids())} videos verified)")
+    n = sum(s["videos"] for s in st.summary()["subsets"].values())
+    click.echo(f"{store}: OK ({n} videos verified)")
 
 
 @store_group.command("repair")
 @store_target
 def repair(store, store_opt):
-    """Drop the videos `verify` finds broken; rerun `l2l extract` to redo exactly those."""
+    """Drop the videos `verify` finds broken; rerun `l2l extract` to redo exactly those.  An
+    index that cannot be read is first rebuilt from its log (up to its last whole change)."""
     st = _open(store, store_opt)
+    restored = st.repair_index()
+    if restored:
+        click.echo(restored)
     st.commit()
     bad = sorted({p.video for p in st.verify() if p.video})     # structured: no text parsing
     st.remove(bad)
     click.echo(f"dropped {len(bad)} video(s): {', '.join(bad) or '-'}; rerun `l2l extract` to redo them")
+
+
+@store_group.command("migrate")
+@store_target
+def migrate(store, store_opt):
+    """Bring STORE to this version's layout (an index kept as one JSON attribute becomes the
+    SQLite index); a store already in it is left as it is."""
+    st = _open(store, store_opt)
+    changed = st.migrate()
+    click.echo(f"{st.path}: " + ("migrated to the SQLite index" if changed else "nothing to migrate"))
 
 
 @store_group.command("commit")

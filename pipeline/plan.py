@@ -59,9 +59,9 @@ def plan(store, job: Job, stages: Sequence[Stage], missing_reason: str) -> None:
         raise DecodeError(video.id, missing_reason or "listed in the annotations but no media file found")
     job.keys = keys = {"source": source_key(video)}
     existing = {}
-    if video.id in store.index["videos"]:
-        existing = store.records(video.id)
-        job.n = store.meta(video.id).num_moments
+    got = store.stored([video.id]).get(video.id)
+    if got is not None:
+        job.n, existing = got[0].num_moments, got[1]
     for stage in stages:
         key = stage.key({i: keys[i] for i in stage.inputs})
         for o in stage.outputs:
@@ -93,14 +93,14 @@ def with_producers(stages: Sequence[Stage], todo: set[str], stored) -> set[str]:
 def known_failure(store, video: VideoRecord, stages: Sequence[Stage]) -> Outcome | None:
     """A decode failure already recorded for these very bytes and this decode config: the same
     file would fail the same way again, so it is not retried (unless asked)."""
-    f = store.index["failures"].get(video.id)
+    f = store.failure(video.id)
     decode = next((s for s in stages if s.name == "decode"), None)
-    if not f or not f.get("key") or decode is None or video.path is None or not video.path.is_file():
+    if not f or not f.key or decode is None or video.path is None or not video.path.is_file():
         return None
-    if f["key"] != decode.key({"source": source_key(video)}):
+    if f.key != decode.key({"source": source_key(video)}):
         return None
-    return Outcome(video.id, "failed", f["stage"], f"{f['reason']} (recorded earlier; "
-                                                   "--retry-failed tries again)")
+    return Outcome(video.id, "failed", f.stage, f"{f.reason} (recorded earlier; "
+                                                "--retry-failed tries again)")
 
 
 def reads_media(store_path, videos, stages: Sequence[Stage], skip_failed: bool = True) -> bool:
@@ -111,28 +111,31 @@ def reads_media(store_path, videos, stages: Sequence[Stage], skip_failed: bool =
     none), the run only reads stored arrays and feeds the GPU: worker processes would each load
     the models and share one GPU for nothing, so ``extract`` runs it in one process, its reads
     spread over every core.  (Models on the CPU keep the workers: N processes of one thread
-    scale better than one process of N.)  From the index only
+    scale better than one process of N.)  From the store's records only
     (no file is opened: a media file changed since is found, and decoded, by the run itself);
     with ``skip_failed``, a video whose failure is recorded is not retried, so not read."""
     from ..store import open_store, recorded_backend
     if not videos or recorded_backend(store_path) is None:
         return True
+    configs = {s.name: json.loads(json.dumps(s.config_dict())) for s in stages}   # as stored
     try:
-        index = open_store(store_path).index
+        store = open_store(store_path)
+        for k in range(0, len(videos), 512):            # (stops at the first video to decode)
+            part = [v.id for v in videos[k:k + 512]]
+            stored = store.stored(part)
+            failed = store.failed(part) if skip_failed else set()
+            for vid in part:
+                if vid not in stored and vid in failed:
+                    continue
+                if vid not in stored:
+                    return True
+                recs = stored[vid][1]
+                todo = {s.name for s in stages
+                        if any(o not in recs or recs[o].config != configs[s.name]
+                               for o in s.outputs if o not in s.transient)}
+                runs = with_producers(stages, todo, recs)
+                if any("source" in s.inputs for s in stages if s.name in runs):
+                    return True
     except (OSError, StoreError):
         return True
-    configs = {s.name: json.loads(json.dumps(s.config_dict())) for s in stages}   # as stored
-    for v in videos:
-        entry = index["videos"].get(v.id)
-        if entry is None and skip_failed and v.id in index["failures"]:
-            continue
-        if entry is None:
-            return True
-        fields = entry["fields"]
-        todo = {s.name for s in stages
-                if any(o not in fields or index["records"][fields[o]["rec"]]["config"] != configs[s.name]
-                       for o in s.outputs if o not in s.transient)}
-        runs = with_producers(stages, todo, fields)
-        if any("source" in s.inputs for s in stages if s.name in runs):
-            return True
     return False

@@ -82,8 +82,7 @@ def make_shards(videos: Sequence[VideoRecord], *, max_videos: int, moments: dict
 
 def _shards(store_path: str, videos, stages, max_videos: int) -> list[list[VideoRecord]]:
     if any(s.batchable for s in stages):      # model stages: forward passes of >= 512 moments
-        idx = store_for(store_path).index["videos"]
-        moments = {v.id: idx[v.id]["meta"]["num_moments"] for v in videos if v.id in idx}
+        moments = store_for(store_path).moments([v.id for v in videos])
         return make_shards(videos, max_videos=max(max_videos, 64), moments=moments,
                            min_moments=BATCH_MOMENTS)
     return make_shards(videos, max_videos=max_videos)

@@ -28,7 +28,8 @@ from ..stages.decode import DecodeError, media_source
 from .ahead import ahead, cores, decode_slots, with_threads
 from .plan import Job, Outcome, plan
 from .process import ensure_setup, named_thread, stage_device, store_for
-from ..store import ArrayRecord, Failure, Put, StoreError, VideoMeta, library_versions
+from ..store import (ArrayRecord, Failure, Put, StoreError, StoreWriteError, VideoMeta,
+                     library_versions)
 
 BATCH_MOMENTS = 512          # moments a group gathers before its batchable stages run
 PARCEL_BYTES = 256 << 20     # staged bytes after which a parcel is written (bounds memory)
@@ -45,7 +46,7 @@ def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequen
                   device: str = "cpu", missing_reason: str = "", run: str | None = None
                   ) -> list[Outcome]:
     """Extract ``videos`` into the store; one ``Outcome`` per video, in order (a dask task of
-    run ``run``: the store's index is read once per run, ``Store.hold``)."""
+    run ``run``; the store is asked about these videos only)."""
     return list(process_stream(store_path, videos, stages, device, missing_reason, run=run))
 
 
@@ -61,7 +62,6 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
     ``PARCEL_BYTES``, or every ``parcel_videos`` finished videos, and at the end, by the
     helper thread too (its outcomes are "done" once written)."""
     store = store_for(store_path)
-    store.hold(run)
     store.read_threads = cores()            # stored inputs: chunks decompressed on every core
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
@@ -300,6 +300,8 @@ def _stage(store, staged: list[tuple[Put, Job]]) -> None:
     try:
         store.put_many([p for p, _ in staged])
     except ERRORS as e:
+        if isinstance(e, StoreWriteError):   # a full disk, a read-only store: the run stops
+            raise
         for _, j in staged:
             j.current = "store"
             _fail(store, j, e)

@@ -13,7 +13,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .base import (BACKENDS, SCHEMA_VERSION, ArrayRecord, Batch, Failure, Problem, Put,  # noqa: F401
-                   Store, StoreError, VideoMeta, library_versions, register_backend)
+                   Store, StoreError, StoreWriteError, VideoMeta, library_versions,
+                   register_backend)
 from . import hdf5_store, zarr_store  # noqa: F401,E402  (registration)
 from .hdf5_store import SUFFIXES as HDF5_SUFFIXES
 
@@ -83,6 +84,5 @@ def export_store(src: Store, dst_path, backend: str = "hdf5", ids=None, *,
     for key, value in src.info().items():
         if key not in ("schema_version", "backend", "generation"):
             dst.set_info(key, value)
-    if hasattr(dst, "tidy"):
-        dst.tidy()
+    dst.tidy()
     return dst

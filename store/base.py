@@ -31,6 +31,11 @@ class StoreError(L2LError, RuntimeError):
     """A store that cannot be opened, read or written as asked; the message says why."""
 
 
+class StoreWriteError(StoreError):
+    """The store cannot be written at all (a full disk, a read-only folder): a run stops with
+    this one line instead of recording every video as a failure.  Nothing partial is left."""
+
+
 BACKENDS: Registry = Registry("store backend")
 
 
@@ -201,6 +206,69 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def failures(self) -> list[Failure]: ...
+
+    # ---- questions about some videos (a backend answers them without reading the rest) ----
+    def has(self, vid: str) -> bool:
+        """Whether video ``vid`` is committed."""
+        return vid in set(self.ids())
+
+    def stored(self, ids: Iterable[str]) -> dict[str, tuple[VideoMeta, dict[str, ArrayRecord]]]:
+        """For those of ``ids`` committed: (meta, name -> provenance of every array it has)."""
+        return {v: (self.meta(v), self.records(v)) for v in ids if self.has(v)}
+
+    def moments(self, ids: Iterable[str]) -> dict[str, int]:
+        """Moments of those of ``ids`` committed."""
+        return {v: m.num_moments for v, (m, _) in self.stored(ids).items()}
+
+    def failure(self, vid: str) -> Failure | None:
+        """The failure recorded for ``vid`` (None: none)."""
+        return next((f for f in self.failures() if f.id == vid), None)
+
+    def failed(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` with a recorded failure."""
+        ids = set(ids)
+        return {f.id for f in self.failures() if f.id in ids}
+
+    def summary(self) -> dict:
+        """Counts for ``l2l store info``: ``{"subsets": {subset: {"videos", "moments",
+        "no_audio"}}, "arrays": {name: {"videos", "parts": [{"record": {stage, config,
+        versions}, "dtype", "shape" (without the moment axis), "videos"}]}}, "failures": n}``."""
+        subsets: dict[str, dict] = {}
+        arrays: dict[str, dict] = {}
+        for v in self.ids():
+            m, recs = self.meta(v), self.records(v)
+            s = subsets.setdefault(m.subset, {"videos": 0, "moments": 0, "no_audio": 0})
+            s["videos"] += 1
+            s["moments"] += m.num_moments
+            s["no_audio"] += not m.has_audio
+            for name, r in recs.items():
+                a = arrays.setdefault(name, {"videos": 0, "parts": []})
+                a["videos"] += 1
+                part = {"record": {"stage": r.stage, "config": r.config, "versions": r.versions},
+                        "dtype": r.dtype, "shape": list(r.shape[1:]), "videos": 1}
+                same = next((p for p in a["parts"] if {**p, "videos": 1} == part), None)
+                if same is None:
+                    a["parts"].append(part)
+                else:
+                    same["videos"] += 1
+        return {"subsets": subsets, "arrays": arrays, "failures": len(self.failures())}
+
+    def repair_index(self) -> str | None:
+        """Restore an index that cannot be read, from what the backend keeps of its earlier
+        generations; returns what was done, or None when the index is sound (or the backend
+        keeps nothing to restore it from)."""
+        return None
+
+    def migrate(self) -> bool:
+        """Bring the store to this version's layout; True when something was changed."""
+        return False
+
+    def close(self) -> None:
+        """Release what this object holds open (files, database connections)."""
+
+    def tidy(self) -> None:
+        """Remove what writing left that nothing needs any more (an HDF5 store's empty staging
+        folder and lock file); nothing for a backend that leaves nothing."""
 
     # ---- writing -------------------------------------------------------------------------
     def put(self, meta: VideoMeta, arrays: dict[str, np.ndarray],

@@ -17,13 +17,14 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-from .base import SCHEMA_VERSION, StoreError, register_backend
-from .index import empty_index
+from .base import SCHEMA_VERSION, StoreError, StoreWriteError, register_backend
+from .index import DictIndex, apply_commit, empty_index, shallow_copy
 from .packed import CHUNK_BYTES, PackedStore
 
 SUFFIXES = (".h5", ".hdf5")
@@ -49,9 +50,16 @@ class HDF5Store(PackedStore):
         if path.exists():
             return cls.open(path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with h5py.File(tmp, "w") as f:
-            cls._init_file(f, empty_index("hdf5"))
-        os.replace(tmp, path)
+        try:
+            with h5py.File(tmp, "w") as f:
+                cls._init_file(f, empty_index("hdf5"))
+            os.link(tmp, path)                   # never over a store another process created
+        except FileExistsError:
+            return cls.open(path)
+        except OSError as e:
+            raise StoreWriteError(f"{path}: cannot create the store ({' '.join(str(e).split())})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return cls(path)
 
     @staticmethod
@@ -92,6 +100,55 @@ class HDF5Store(PackedStore):
     def __init__(self, path: Path):
         super().__init__(path)
         self._file = None
+        self._dix: DictIndex | None = None
+        self._stamp: tuple | None = None
+        self._reload = threading.Lock()      # one thread reloads a replaced index at a time
+
+    # ---- the index: one JSON document, parsed again only when the file was replaced ------
+    def _ix(self) -> DictIndex:
+        with self._reload:
+            stamp = self._index_stamp()
+            if self._dix is None or stamp != self._stamp:
+                try:
+                    ix = DictIndex(self._load_index())
+                except (OSError, ValueError, KeyError) as e:
+                    raise StoreError(f"{self.path}: cannot read the index ({e})") from None
+                try:
+                    ix.check()
+                except StoreError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
+                self._dix, self._stamp = ix, stamp
+            return self._dix
+
+    def _current(self) -> None:
+        with self._reload:
+            self._dix = None
+
+    def _saved(self, index: dict) -> None:
+        self._dix, self._stamp = DictIndex(index), self._index_stamp()
+
+    def _apply_commit(self, parcels, segs, skip, bad, gen):
+        new = shallow_copy(self._ix().d)
+        new["generation"] = gen
+        new["consumed"] = [n for n, _ in parcels]
+        apply_commit(new, parcels, segs, skip, bad)
+        self._install(segs, new)
+        self._saved(new)
+        return None
+
+    def _update_info(self, values: dict) -> None:
+        new = shallow_copy(self._ix().d)
+        new["info"].update(values)
+        self._save_index(new)
+        self._saved(new)
+
+    def _remove(self, vids):
+        new = shallow_copy(self._ix().d)
+        for v in vids:
+            new["videos"].pop(v, None)
+        self._save_index(new)
+        self._saved(new)
+        return None
 
     @property
     def staging(self) -> Path:
@@ -128,15 +185,19 @@ class HDF5Store(PackedStore):
     def _write_parcel(self, name, attrs, arrays) -> None:
         import h5py
         tmp = self.staging / f".tmp-{name}.h5"
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("attrs", data=_index_bytes(attrs))
-            for arr, (shape, dtype, blocks) in arrays.items():
-                d = f.create_dataset(arr, shape=shape, dtype=dtype)
-                pos = 0
-                for blk in blocks:
-                    d[pos:pos + len(blk)] = blk
-                    pos += len(blk)
-        os.replace(tmp, self.staging / f"{name}.h5")
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("attrs", data=_index_bytes(attrs))
+                for arr, (shape, dtype, blocks) in arrays.items():
+                    d = f.create_dataset(arr, shape=shape, dtype=dtype)
+                    pos = 0
+                    for blk in blocks:
+                        d[pos:pos + len(blk)] = blk
+                        pos += len(blk)
+            os.replace(tmp, self.staging / f"{name}.h5")
+        except OSError as e:                     # a full disk, a read-only folder: nothing left
+            tmp.unlink(missing_ok=True)
+            raise StoreWriteError(f"{self.path}: cannot stage a parcel ({' '.join(str(e).split())})") from None
 
     def _staging_dir(self) -> Path:
         return self.path.with_name(self.path.name + ".staging")

@@ -148,3 +148,89 @@ def apply_commit(idx: dict, parcels, segs: dict[str, str], skip: set, bad: set) 
                                           "rec": rid, "shape": rec["shape"], "dtype": rec["dtype"],
                                           "crc": rec["checksum"]}
             idx["failures"].pop(vid, None)
+
+
+class DictIndex:
+    """Queries on an index held as one dict (the HDF5 backend's, and a Zarr store's from
+    before the SQLite index): the same questions ``sqlindex.SqlIndex`` answers."""
+
+    def __init__(self, idx: dict):
+        self.d = idx
+
+    def check(self) -> None:
+        if self.d.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"schema version {self.d.get('schema_version')} is not "
+                             f"{SCHEMA_VERSION}, which this l2l reads")
+
+    @property
+    def generation(self) -> int:
+        return self.d["generation"]
+
+    @property
+    def consumed(self) -> list[str]:
+        return list(self.d.get("consumed", []))
+
+    def ids(self, subset: str | None = None) -> list[str]:
+        return sorted(v for v, e in self.d["videos"].items()
+                      if subset is None or e["meta"]["subset"] == subset)
+
+    def has(self, vid: str) -> bool:
+        return vid in self.d["videos"]
+
+    def entries(self, ids) -> dict[str, dict]:
+        videos = self.d["videos"]
+        return {v: videos[v] for v in ids if v in videos}
+
+    def entry(self, vid: str) -> dict | None:
+        return self.d["videos"].get(vid)
+
+    def all_entries(self):
+        for vid in sorted(self.d["videos"]):
+            yield vid, self.d["videos"][vid]
+
+    def moments(self, ids) -> dict[str, int]:
+        videos = self.d["videos"]
+        return {v: videos[v]["meta"]["num_moments"] for v in ids if v in videos}
+
+    def record(self, rid: str) -> dict:
+        return self.d["records"][rid]
+
+    def failure(self, vid: str) -> dict | None:
+        return self.d["failures"].get(vid)
+
+    def failures(self) -> list[dict]:
+        return sorted(self.d["failures"].values(), key=lambda f: f["id"])
+
+    def failed_ids(self, ids) -> set[str]:
+        return {v for v in ids if v in self.d["failures"]}
+
+    def info(self) -> dict:
+        return dict(self.d["info"])
+
+    def used_segments(self) -> set[str]:
+        return {f["seg"] for e in self.d["videos"].values() for f in e["fields"].values()}
+
+    def segment_used(self, seg: str) -> bool:
+        return seg in self.used_segments()
+
+    def summary(self) -> dict:
+        subsets: dict[str, dict] = {}
+        arrays: dict[str, dict] = {}
+        for e in self.d["videos"].values():
+            m = e["meta"]
+            s = subsets.setdefault(m["subset"], {"videos": 0, "moments": 0, "no_audio": 0})
+            s["videos"] += 1
+            s["moments"] += m["num_moments"]
+            s["no_audio"] += not m["has_audio"]
+            for name, f in e["fields"].items():
+                a = arrays.setdefault(name, {"videos": 0, "parts": {}})
+                a["videos"] += 1
+                key = (f["rec"], f["dtype"], tuple(f["shape"][1:]))
+                a["parts"][key] = a["parts"].get(key, 0) + 1
+        for a in arrays.values():
+            a["parts"] = [{"record": self.record(r), "dtype": dt, "shape": list(sh), "videos": n}
+                          for (r, dt, sh), n in a["parts"].items()]
+        return {"subsets": subsets, "arrays": arrays, "failures": len(self.d["failures"])}
+
+    def to_dict(self) -> dict:
+        return self.d

@@ -27,7 +27,6 @@ import fcntl
 import json
 import os
 import shutil
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 
 from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Problem, Put, Store, StoreError,
                    VideoMeta)
-from .index import apply_commit, checksum, pack, parcel_digest, plan_commit, shallow_copy
+from .index import checksum, pack, parcel_digest, plan_commit
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
 TMP_MAX_AGE = 3600.0         # seconds after which a temporary left by a killed writer is removed
@@ -48,17 +47,9 @@ class PackedStore(Store):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        self._index: dict | None = None
-        self._stamp: tuple | None = None
-        self._reload = threading.Lock()      # one thread reloads a replaced index at a time
         self.read_threads: int | None = None  # threads one read may use (None: the backend's)
-        self._digest: str | None = None        # the held index's (``_index_digest``), if known
-        self._held: str | None = None          # the run for which the index is held (``hold``)
 
     # ---- backend primitives --------------------------------------------------------------
-    @abc.abstractmethod
-    def _load_index(self) -> dict: ...
-
     @abc.abstractmethod
     def _write_parcel(self, name: str, attrs: dict,
                       arrays: dict[str, tuple[tuple, str, list[np.ndarray]]]) -> None:
@@ -89,14 +80,6 @@ class PackedStore(Store):
         return None
 
     @abc.abstractmethod
-    def _install(self, segs: dict[str, str], index: dict) -> None:
-        """Make parcel ``name`` segment ``segs[name]`` for each, then save ``index``: the index
-        is replaced only once every segment is in place."""
-
-    @abc.abstractmethod
-    def _save_index(self, index: dict) -> None: ...
-
-    @abc.abstractmethod
     def _read_rows(self, seg: str, arr: str, start: int, stop: int) -> np.ndarray: ...
 
     def _read_runs(self, runs: list[tuple[str, str, int, int, np.ndarray]]) -> None:
@@ -108,6 +91,9 @@ class PackedStore(Store):
     @abc.abstractmethod
     def _segments(self) -> list[str]: ...
 
+    def _segment_exists(self, seg: str) -> bool:
+        return seg in self._segments()
+
     @abc.abstractmethod
     def _delete_segment(self, seg: str) -> None: ...
 
@@ -116,60 +102,31 @@ class PackedStore(Store):
 
     # ---- the index -----------------------------------------------------------------------
     @abc.abstractmethod
-    def _index_stamp(self) -> tuple:
-        """Identity of the index as saved now (inode, mtime, size): it changes with every save."""
+    def _ix(self):
+        """The index as saved now: an object answering ``sqlindex.SqlIndex``'s questions."""
+
+    @abc.abstractmethod
+    def _apply_commit(self, parcels, segs: dict[str, str], skip: set, bad: set,
+                      gen: int) -> set[str] | None:
+        """Make parcel ``name`` segment ``segs[name]`` for each, then replace the index by the
+        one folding ``parcels`` in (``index.apply_commit``), in one atomic step once every
+        segment is in place.  Returns the segments that lost a reference (None: any may have)."""
+
+    @abc.abstractmethod
+    def _update_info(self, values: dict) -> None: ...
+
+    @abc.abstractmethod
+    def _remove(self, vids: Sequence[str]) -> set[str] | None:
+        """Drop videos from the index; returns the segments they used (None: any)."""
 
     @property
     def index(self) -> dict:
-        """The index, parsed once and again only when it was replaced since (a 20,000-video
-        index is tens of MB of JSON: a long-lived store object must not parse it per video)."""
-        with self._reload:                   # (the extraction's threads share one store object)
-            if self._held is not None and self._index is not None:
-                return self._index
-            stamp = self._index_stamp()
-            if self._index is None or stamp != self._stamp:
-                self._forget_handles()
-                self._index, self._stamp = self._load_index(), stamp
-                if self._index.get("schema_version") != SCHEMA_VERSION:
-                    raise StoreError(f"{self.path}: schema version {self._index.get('schema_version')}"
-                                     f" is not {SCHEMA_VERSION}, which this l2l reads")
-            return self._index
-
-    def _forget_handles(self) -> None:
-        """Drop open segment handles (the store on disk may have been replaced); optional."""
-    def _saved(self, index: dict) -> None:
-        """Remember ``index`` as the one just saved (no re-parse of our own write)."""
-        self._index, self._stamp = index, self._index_stamp()
-
-    def refresh(self) -> None:
-        self._index = None
-
-    def hold(self, run: str | None) -> None:
-        """During run ``run`` (None: none), keep the index as first read: a dask worker's videos
-        are never touched by other shards' commits, so it need not parse each new index (0.6 s
-        at 20,000 videos).  A new run reads it again."""
-        with self._reload:
-            if run != self._held:
-                self._held, self._index = run, None
-
-    def follow(self, other: "PackedStore") -> None:
-        """Hold the index ``other`` (another object of this store, here) just committed, as if
-        loaded; here: parse it when next asked (readers holding file handles need that)."""
-        self.refresh()
-
-    def _index_digest(self) -> str | None:
-        """A digest of the index as saved now (compared with ``_digest``, taken when this object
-        loaded or saved it: cheaper than parsing); None: the backend cannot tell."""
-        return None
+        """The whole index in ``index.py``'s dict shape: reads every row (for tools and tests;
+        the library asks the store's query methods instead)."""
+        return self._ix().to_dict()
 
     def _current(self) -> None:
-        """Make sure the index held is the one saved now (under the lock, before a change)."""
-        with self._reload:
-            if self._index is not None and self._stamp == self._index_stamp():
-                digest = self._index_digest()
-                if digest is not None and digest == self._digest:
-                    return
-            self._index = None
+        """Under the lock, before a change: make sure the index is the one saved now."""
 
     @contextlib.contextmanager
     def lock(self):
@@ -183,38 +140,73 @@ class PackedStore(Store):
 
     # ---- reading -------------------------------------------------------------------------
     def ids(self, subset: str | None = None) -> list[str]:
-        vids = self.index["videos"]
-        return sorted(v for v, e in vids.items() if subset is None or e["meta"]["subset"] == subset)
+        return self._ix().ids(subset)
+
+    def has(self, vid: str) -> bool:
+        return self._ix().has(vid)
 
     def _entry(self, vid: str) -> dict:
-        try:
-            return self.index["videos"][vid]
-        except KeyError:
-            raise StoreError(f"{self.path}: no video {vid!r} in the store") from None
+        e = self._ix().entry(vid)
+        if e is None:
+            raise StoreError(f"{self.path}: no video {vid!r} in the store")
+        return e
+
+    def _entries(self, ids: list[str]) -> list[dict]:
+        got = self._ix().entries(ids)
+        missing = [v for v in ids if v not in got]
+        if missing:
+            raise StoreError(f"{self.path}: no video {missing[0]!r} in the store"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        return [got[v] for v in ids]
 
     def meta(self, vid: str) -> VideoMeta:
         return VideoMeta.from_dict(self._entry(vid)["meta"])
 
-    def records(self, vid: str) -> dict[str, ArrayRecord]:
-        out = {}
-        for name, f in self._entry(vid)["fields"].items():
-            shared = self.index["records"][f["rec"]]
+    def _records_of(self, entry: dict) -> dict[str, ArrayRecord]:
+        ix, out = self._ix(), {}
+        for name, f in entry["fields"].items():
+            shared = ix.record(f["rec"])
             out[name] = ArrayRecord(stage=shared["stage"], config=shared["config"], key=f["key"],
                                     upstream=f["upstream"], versions=shared["versions"],
                                     shape=tuple(f["shape"]), dtype=f["dtype"], checksum=f["crc"])
         return out
 
-    def _field(self, vid: str, name: str) -> dict:
-        fields = self._entry(vid)["fields"]
+    def records(self, vid: str) -> dict[str, ArrayRecord]:
+        return self._records_of(self._entry(vid))
+
+    def stored(self, ids) -> dict[str, tuple[VideoMeta, dict[str, ArrayRecord]]]:
+        """See ``Store.stored``: one query for all ``ids``."""
+        return {v: (VideoMeta.from_dict(e["meta"]), self._records_of(e))
+                for v, e in self._ix().entries(list(ids)).items()}
+
+    def moments(self, ids) -> dict[str, int]:
+        return self._ix().moments(list(ids))
+
+    def failure(self, vid: str) -> Failure | None:
+        f = self._ix().failure(vid)
+        return None if f is None else Failure.from_dict(f)
+
+    def failed(self, ids) -> set[str]:
+        return self._ix().failed_ids(list(ids))
+
+    def summary(self) -> dict:
+        return self._ix().summary()
+
+    @staticmethod
+    def _field_of(entry: dict, vid: str, name: str, path) -> dict:
+        fields = entry["fields"]
         if name not in fields:
-            raise StoreError(f"{self.path}: video {vid!r} has no array {name!r} "
+            raise StoreError(f"{path}: video {vid!r} has no array {name!r} "
                              f"(it has: {', '.join(sorted(fields)) or 'none'})")
         return fields[name]
 
+    def _field(self, vid: str, name: str) -> dict:
+        return self._field_of(self._entry(vid), vid, name, self.path)
+
     def read(self, vid: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-        out = {}
+        entry, out = self._entry(vid), {}
         for name in names:
-            f = self._field(vid, name)
+            f = self._field_of(entry, vid, name, self.path)
             out[name] = self._read_rows(f["seg"], f["arr"], f["start"], f["stop"])
         return out
 
@@ -222,20 +214,24 @@ class PackedStore(Store):
         """See ``Store.read_many``.  Without ``ids``, videos come in the order they lie on disk
         (``Batch.ids`` says which is which), so that every segment is one contiguous read that
         lands in the output without a per-video copy."""
+        ix = self._ix()
         if ids is None:
-            ids = self.ids()
+            got = dict(ix.all_entries())
+            ids = list(got)
             if names:
-                first = {v: self._field(v, names[0]) for v in ids}
+                first = {v: self._field_of(got[v], v, names[0], self.path) for v in ids}
                 ids.sort(key=lambda v: (first[v]["seg"], first[v]["arr"], first[v]["start"]))
-        ids = list(ids)
-        entries = [self._entry(v) for v in ids]
+            entries = [got[v] for v in ids]
+        else:
+            ids = list(ids)
+            entries = self._entries(ids)
         lengths = [e["meta"]["num_moments"] for e in entries]
         offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         arrays, reads = {}, []
         for name in names:
-            fields = [self._field(v, name) for v in ids]
-            configs = {json.dumps(self.index["records"][r]["config"], sort_keys=True)
+            fields = [self._field_of(e, v, name, self.path) for v, e in zip(ids, entries)]
+            configs = {json.dumps(ix.record(r)["config"], sort_keys=True)
                        for r in {f["rec"] for f in fields}}
             if len(configs) > 1:
                 raise StoreError(f"{self.path}: array {name!r} was made with {len(configs)} different "
@@ -260,12 +256,12 @@ class PackedStore(Store):
         return Batch(ids, offsets, arrays, [VideoMeta.from_dict(e["meta"]) for e in entries])
 
     def info(self) -> dict:
-        idx = self.index
-        return {"schema_version": idx["schema_version"], "backend": idx["backend"],
-                "generation": idx["generation"], **idx["info"]}
+        ix = self._ix()
+        return {"schema_version": SCHEMA_VERSION, "backend": self.backend,
+                "generation": ix.generation, **ix.info()}
 
     def failures(self) -> list[Failure]:
-        return [Failure.from_dict(f) for f in sorted(self.index["failures"].values(), key=lambda f: f["id"])]
+        return [Failure.from_dict(f) for f in self._ix().failures()]
 
     # ---- writing -------------------------------------------------------------------------
     def put_many(self, items: Sequence[Put]) -> None:
@@ -298,13 +294,17 @@ class PackedStore(Store):
 
     def update_info(self, values: dict[str, Any]) -> None:
         json.dumps(values)                                       # fail early if not JSON
-        if not values:
+        values = self._changed(values)
+        if not values:                         # (nothing written: works on a read-only store)
             return
         with self.lock():
-            idx = self.index
-            idx["info"].update(values)
-            self._save_index(idx)
-            self._saved(idx)
+            self._update_info(values)
+
+    def _changed(self, values: dict) -> dict:
+        """Those of ``values`` that differ from the stored ones (as JSON: tuples are lists)."""
+        info = self._ix().info()
+        same = lambda k: k in info and json.loads(json.dumps(values[k])) == info[k]  # noqa: E731
+        return {k: v for k, v in values.items() if not same(k)}
 
     def _parcel_name(self) -> str:
         return f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -325,8 +325,8 @@ class PackedStore(Store):
         return True
 
     def _commit_locked(self) -> dict:
-        idx = self.index
-        consumed_before = set(idx.get("consumed", []))
+        ix = self._ix()
+        consumed_before = set(ix.consumed)
         parcels, stale = [], []
         for name in sorted(self._list_parcels()):
             if name in consumed_before:
@@ -341,18 +341,13 @@ class PackedStore(Store):
             return {"videos": 0, "failures": 0, "rejected": 0, "superseded": 0, "segments": [],
                     "segments_removed": 0}
         parcels.sort(key=lambda p: (p[1].get("seq", 0), p[0]))
-        gen = idx["generation"] + 1
+        gen = ix.generation + 1
         skip, bad, segs = plan_commit(parcels, gen, self._check, self._segment_of,
-                                      set(self._segments()))
-        new = shallow_copy(idx)
-        new["generation"] = gen
-        new["consumed"] = [n for n, _ in parcels]
-        apply_commit(new, parcels, segs, skip, bad)
-        self._install(segs, new)
-        self._saved(new)
+                                      _Taken(self._segment_exists))
+        freed = self._apply_commit(parcels, segs, skip, bad, gen)
         for name in stale + [n for n, _ in parcels]:
             self._delete_parcel(name)
-        removed = self._gc()
+        removed = self._gc(freed)
         self._clean_temporaries()
         n_fail = sum(1 for _, a in parcels if a.get("kind") == "failure")
         live = sum(len(a.get("videos", [])) for _, a in parcels) - len(skip) - len(bad)
@@ -372,30 +367,43 @@ class PackedStore(Store):
                 pass
         return n
 
-    def _gc(self) -> int:
-        """Delete the segments no video uses; returns how many."""
-        used = {f["seg"] for e in self.index["videos"].values() for f in e["fields"].values()}
-        unused = [seg for seg in self._segments() if seg not in used]
+    def _gc(self, candidates: set[str] | None = None) -> int:
+        """Delete the segments no video uses, among ``candidates`` (None: every segment);
+        returns how many."""
+        ix = self._ix()
+        if candidates is None:
+            used = ix.used_segments()
+            unused = [seg for seg in self._segments() if seg not in used]
+        else:
+            unused = [seg for seg in sorted(candidates) if not ix.segment_used(seg)
+                      and self._segment_exists(seg)]
         for seg in unused:
             self._delete_segment(seg)
-        self._tidy_records(used)
         return len(unused)
-
-    def _tidy_records(self, used: set[str]) -> None:
-        """Remove parcel records left inside segments the index uses (a cut-short commit)."""
 
     def remove(self, vids: Sequence[str]) -> None:
         """Drop videos from the index (their rows become garbage); used by repair."""
+        if not vids:
+            return
         with self.lock():
-            idx = self.index
-            for v in vids:
-                idx["videos"].pop(v, None)
-            self._save_index(idx)
-            self._saved(idx)
-            self._gc()
+            self._gc(self._remove(list(vids)))
 
     # ---- checking ------------------------------------------------------------------------
     def verify(self, expected_fields: Sequence[str] | None = None, *,
                progress: bool = False) -> list[Problem]:
         from .verify import verify_packed
         return verify_packed(self, expected_fields, progress=progress)
+
+
+class _Taken:
+    """Segment names in use, asked of the backend one by one (a large store has tens of
+    thousands: a commit must not list them)."""
+
+    def __init__(self, exists):
+        self._exists, self._added = exists, set()
+
+    def __contains__(self, seg: str) -> bool:
+        return seg in self._added or self._exists(seg)
+
+    def add(self, seg: str) -> None:
+        self._added.add(seg)

@@ -16,18 +16,19 @@ from .index import checksum
 def verify_packed(store, expected_fields: Sequence[str] | None = None, *,
                   progress: bool = False) -> list[Problem]:
     problems = []
-    idx = store.index
+    ix = store._ix()
     expected = list(expected_fields if expected_fields is not None
-                    else idx["info"].get("fields", []))
+                    else ix.info().get("fields", []))
     segments = set(store._segments())
-    for vid in tqdm(store.ids(), unit="video", desc="verify", disable=not progress,
-                    dynamic_ncols=True):
-        e = idx["videos"][vid]
+    configs: dict[str, set[str]] = {}               # field -> the records its videos use
+    for vid, e in tqdm(ix.all_entries(), total=len(ix.ids()), unit="video", desc="verify",
+                       disable=not progress, dynamic_ncols=True):
         n = e["meta"]["num_moments"]
         missing = [f for f in expected if f not in e["fields"]]
         if missing:
             problems.append(Problem(vid, "", "incomplete", f"incomplete, missing {', '.join(missing)}"))
         for name, f in sorted(e["fields"].items()):
+            configs.setdefault(name, set()).add(f["rec"])
             if f["seg"] not in segments:
                 problems.append(Problem(vid, name, "missing-segment", f"segment {f['seg']} is missing"))
                 continue
@@ -43,13 +44,11 @@ def verify_packed(store, expected_fields: Sequence[str] | None = None, *,
             if checksum(a.astype(f["dtype"], copy=False)) != f["crc"]:
                 problems.append(Problem(vid, name, "checksum", f"checksum mismatch (stored "
                                         f"{f['crc']}, read {checksum(a)})"))
-    all_fields = sorted({n for e in idx["videos"].values() for n in e["fields"]})
-    for name in all_fields:
-        rids = {e["fields"][name]["rec"] for e in idx["videos"].values() if name in e["fields"]}
-        configs = {json.dumps(idx["records"][r]["config"], sort_keys=True) for r in rids}
-        if len(configs) > 1:
+    for name in sorted(configs):
+        distinct = {json.dumps(ix.record(r)["config"], sort_keys=True) for r in configs[name]}
+        if len(distinct) > 1:
             problems.append(Problem("", name, "mixed-configs",
-                                    f"array {name!r} mixes {len(configs)} configs across videos"))
+                                    f"array {name!r} mixes {len(distinct)} configs across videos"))
     staged = store._list_parcels()
     if staged:
         problems.append(Problem("", "", "staged", f"{len(staged)} staged parcels not committed "

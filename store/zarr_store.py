@@ -3,8 +3,14 @@
 Layout (see ``store/packed.py`` for the protocol)::
 
     STORE/zarr.json                  root group; attributes["l2l"] = {schema_version, backend}
-    STORE/index/zarr.json            group whose attributes["l2l_index"] is the index (JSON):
-                                     videos -> meta + per-field {seg, arr, start, stop, key, crc}
+    STORE/index/zarr.json            group whose attributes["l2l_index_file"] names the index
+    STORE/index/index.sqlite         the index, an SQLite database (``sqlindex.py``): videos ->
+                                     meta + per-field {seg, arr, start, stop, key, crc}
+    STORE/index/log/<seq>.json       every change of the index, written before it is made
+                                     (``indexlog.py``): ``l2l store repair`` rebuilds a damaged
+                                     index from it
+    STORE/index/installing.json      the segments the last commit installed (a commit cut
+                                     short after its renames is found from it, not by listing)
     STORE/segments/<gen>-<n>-<digest>/<field>
                                      immutable arrays, one per parcel (a shard of videos),
                                      rows of many videos, chunks of ~4 MiB along the moment
@@ -13,14 +19,18 @@ Layout (see ``store/packed.py`` for the protocol)::
     STORE/staging/<parcel>/          a shard's staged arrays (a zarr group, written once by the
                                      worker that made them) + ``l2l_parcel.json``, its record
 
-Commit checks each staged chunk file's crc32c (raw bytes, no decompression), renames
-``staging/<parcel>`` to ``segments/<gen>-<n>-<digest>`` (no array is copied; ``n``: the parcel's
-place in the commit), replaces the index, then deletes the record inside the segment.  A segment
-that still holds its record and that the index does not use is a parcel whose commit was cut
-short: the next commit folds it.
+Commit checks each staged chunk file's crc32c (raw bytes, no decompression), names the
+segments it is about to install in ``installing.json``, renames ``staging/<parcel>`` to
+``segments/<gen>-<n>-<digest>`` (no array is copied; ``n``: the parcel's place in the commit),
+folds the parcels into the index in one SQLite transaction, then deletes the record inside each
+segment.  A segment named in ``installing.json`` that still holds its record and that the index
+does not use is a parcel whose commit was cut short: the next commit folds it.
 Commits are serialised with ``flock`` on ``STORE/zarr.json`` (never rewritten after creation).
 
-The index document is replaced with an atomic rename of ``index/zarr.json``, fsynced.
+A store made before the SQLite index (the index as one JSON attribute ``l2l_index`` of
+``index/zarr.json``) is read as it is and migrated by its first commit, or by
+``l2l store migrate``.  A new store is built in a temporary folder beside it and renamed into
+place, so that two processes creating it at once both end with the same one.
 
 Segment and parcel arrays are written, and read back, as chunk files by ``zarr_chunks.py``: the
 very files zarr writes (a test compares them), without zarr's per-call cost.
@@ -35,27 +45,27 @@ from pathlib import Path
 
 import numpy as np
 
-from . import zarr_chunks
-from .base import SCHEMA_VERSION, StoreError, register_backend
-from .index import empty_index
+from . import indexlog, zarr_chunks
+from .base import SCHEMA_VERSION, StoreError, StoreWriteError, register_backend
+from .index import DictIndex
 from .packed import CHUNK_BYTES, PackedStore
+from .sqlindex import SqlIndex
 
 
-def _atomic_write_json(path: Path, doc: dict) -> str:
+def _atomic_write_json(path: Path, doc: dict, sync: bool = True) -> str:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     text = json.dumps(doc, separators=(",", ":"))  # (json.dump would encode in pure Python:
-    with open(tmp, "w") as f:                      # 10x slower on a 20,000-video index)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:                                           # 10x slower on a large document)
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return text
-
-
-def _digest(raw: bytes) -> str:
-    """What tells one index document from another (its length and crc32c, zarr's checksum)."""
-    from google_crc32c import value as crc32c
-    return f"{len(raw)}-{crc32c(raw):08x}"
 
 
 def _group_doc(attrs: dict) -> dict:
@@ -63,6 +73,10 @@ def _group_doc(attrs: dict) -> dict:
 
 
 RECORD = "l2l_parcel.json"
+DB = "index.sqlite"
+INSTALLING = "installing.json"
+LOG = "log"                  # index/log/<seq>.json: every change of the index (``indexlog.py``)
+INDEX_ATTRS = {"l2l_index_file": DB, "l2l_index_format": "sqlite3 (see l2l/store/sqlindex.py)"}
 ZSTD_LEVEL = 1               # measured on frames: the ratio of zarr's default (0, i.e. zstd's 3)
                              # at a third of its encoding time; decoding costs the same
 
@@ -81,12 +95,26 @@ class ZarrStore(PackedStore):
             raise StoreError(f"{path}: is a file, not a zarr store (a zarr store is a folder)")
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"{path}: exists and is not an l2l store (not empty)")
-        root = zarr.open_group(str(path), mode="w",
-                               attributes={"l2l": {"schema_version": SCHEMA_VERSION, "backend": "zarr"}})
-        root.create_group("segments")
-        root.create_group("staging")
-        root.create_group("index")
-        _atomic_write_json(path / "index" / "zarr.json", _group_doc({"l2l_index": empty_index("zarr")}))
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            root = zarr.open_group(str(tmp), mode="w",
+                                   attributes={"l2l": {"schema_version": SCHEMA_VERSION,
+                                                       "backend": "zarr"}})
+            root.create_group("segments")
+            root.create_group("staging")
+            root.create_group("index")
+            _atomic_write_json(tmp / "index" / "zarr.json", _group_doc(INDEX_ATTRS))
+            SqlIndex.create(tmp / "index" / DB, "zarr")
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreWriteError(f"{path}: cannot create the store ({e.strerror or e})") from None
+        try:
+            os.rename(tmp, path)             # atomic; onto an empty folder too, not a full one
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if (path / "zarr.json").exists():    # another process created it first: ours
+                return cls.open(path)
+            raise StoreError(f"{path}: exists and is not an l2l store (not empty)") from None
         return cls(path)
 
     @staticmethod
@@ -117,39 +145,144 @@ class ZarrStore(PackedStore):
         self._parcel_arrays: dict[tuple[str, str], object] = {}   # open while a commit checks
         self._parcel_layouts: dict[tuple[str, str], object] = {}  # their zarr_chunks layouts
         self._whole: dict[tuple[str, str, int], bool] = {}        # (parcel, arr, chunk) checked
+        self._sql: SqlIndex | None = None
+        self._legacy: tuple | None = None        # (stamp, DictIndex) of a JSON index
 
     # ---- index ---------------------------------------------------------------------------
-    def _load_index(self) -> dict:
+    def _ix(self):
+        if self._sql is not None:
+            return self._sql
+        db = self.path / "index" / DB
+        if db.is_file():
+            ix = SqlIndex(db)
+            ix.check()
+            self._sql, self._legacy = ix, None
+            return ix
+        return self._legacy_index()
+
+    def _legacy_index(self) -> DictIndex:
+        """The index of a store from before the SQLite index: the JSON attribute."""
+        doc = self.path / "index" / "zarr.json"
         try:
-            raw = (self.path / "index" / "zarr.json").read_bytes()
-            index = json.loads(raw)["attributes"]["l2l_index"]
+            st = os.stat(doc)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._legacy is None or self._legacy[0] != stamp:
+                index = json.loads(doc.read_bytes())["attributes"]["l2l_index"]
+                ix = DictIndex(index)
+                ix.check()
+                self._legacy = (stamp, ix)
         except (OSError, ValueError, KeyError) as e:
             raise StoreError(f"{self.path}: cannot read the index ({e})") from None
-        self._digest = _digest(raw)
-        return index
+        except StoreError as e:
+            raise StoreError(f"{self.path}: {e}") from None
+        return self._legacy[1]
 
-    def _save_index(self, index: dict) -> None:
-        text = _atomic_write_json(self.path / "index" / "zarr.json", _group_doc({"l2l_index": index}))
-        self._digest = _digest(text.encode())
+    def migrate(self) -> bool:
+        """A JSON index (``l2l_index`` attribute) becomes the SQLite index; True if it was one."""
+        with self.lock():
+            return self._migrate_locked()
 
-    def follow(self, other: "PackedStore") -> None:
-        """Take ``other``'s index without parsing it (segments are immutable: the arrays this
-        object has open stay valid)."""
-        with self._reload:
-            self._index, self._stamp, self._digest = other._index, other._stamp, other._digest
+    def _migrate_locked(self) -> bool:
+        db = self.path / "index" / DB
+        if db.is_file():
+            return False
+        index = self._legacy_index().d
+        try:                                     # segments an old cut-short commit left
+            pending = [p.name for p in (self.path / "segments").iterdir() if (p / RECORD).exists()]
+            _atomic_write_json(self.path / "index" / INSTALLING, {"segments": pending})
+            indexlog.write(self.path / "index" / LOG, 1, {"op": "snapshot", "index": index})
+            self._sql = SqlIndex.create(db, "zarr", index, seq=1)
+            _atomic_write_json(self.path / "index" / "zarr.json", _group_doc(INDEX_ATTRS))
+        except OSError as e:
+            raise StoreWriteError(f"{self.path}: cannot migrate the index ({e.strerror or e})") from None
+        self._legacy = None
+        return True
 
-    def _index_digest(self) -> str | None:
+    def _sql_index(self) -> SqlIndex:
+        """The SQLite index, migrating a JSON one first (under the commit lock)."""
+        self._migrate_locked()
+        return self._ix()
+
+    def _apply_commit(self, parcels, segs, skip, bad, gen):
+        ix = self._sql_index()
+        self._tidy_installed(ix)
         try:
-            return _digest((self.path / "index" / "zarr.json").read_bytes())
-        except OSError:
-            return None
+            _atomic_write_json(self.path / "index" / INSTALLING,    # (a crash, not a power cut:
+                               {"segments": sorted(segs.values())}, sync=False)   # no fsync)
+            for name, seg in segs.items():
+                if not name.startswith("@"):
+                    os.replace(self.path / "staging" / name, self.path / "segments" / seg)
+                self._moved[name] = seg
+            seq = ix.seq + 1
+            indexlog.write(self.path / "index" / LOG, seq,
+                           indexlog.commit_entry(parcels, segs, skip, bad, gen))
+        except OSError as e:
+            raise StoreWriteError(f"{self.path}: cannot commit ({e.strerror or e})") from None
+        return ix.apply_commit(parcels, segs, skip, bad, gen, seq)
 
-    def _forget_handles(self) -> None:
-        self._arrays = {}
+    def _logged(self, entry: dict) -> int:
+        """Write ``entry`` as the index's next change; returns its number."""
+        ix = self._sql_index()
+        seq = ix.seq + 1
+        try:
+            indexlog.write(self.path / "index" / LOG, seq, entry)
+        except OSError as e:
+            raise StoreWriteError(f"{self.path}: cannot write the index ({e.strerror or e})") from None
+        return seq
 
-    def _index_stamp(self) -> tuple:
-        st = os.stat(self.path / "index" / "zarr.json")
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def repair_index(self) -> str | None:
+        """When the index database cannot be read (truncated, overwritten, not a database):
+        rebuild it from its log (``indexlog.py``), up to the last change that reads whole.
+        Returns what was done (None: the index is sound)."""
+        with self.lock():
+            db = self.path / "index" / DB
+            if not db.is_file() and not (self.path / "index" / LOG).is_dir():
+                return None                       # a store from before the SQLite index
+            try:
+                SqlIndex(db).check(thorough=True)
+                return None
+            except StoreError as e:
+                broken = str(e)
+            index, seq, dropped = indexlog.replay(self.path / "index" / LOG, "zarr")
+            if self._sql is not None:
+                self._sql.close()
+            self._sql = None
+            try:
+                SqlIndex.create(db, "zarr", index, seq=seq)
+            except OSError as e:
+                raise StoreWriteError(f"{self.path}: cannot rebuild the index ({e.strerror or e})") from None
+            self._gc()                            # segments of changes left out: garbage now
+            why = broken.split("(", 1)[-1].split(");")[0].rstrip(")") if "(" in broken else broken
+            return (f"the index could not be read ({why}); rebuilt from its "
+                    f"log: generation {index['generation']}, {len(index['videos'])} videos"
+                    + (f" (left out {len(dropped)} damaged change(s): {', '.join(dropped)})"
+                       if dropped else ""))
+
+    def _installing(self) -> list[str]:
+        try:
+            return json.loads((self.path / "index" / INSTALLING).read_text())["segments"]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    def _tidy_installed(self, ix) -> None:
+        """Remove parcel records left in segments the index uses (a commit cut short after its
+        index was saved)."""
+        for seg in self._installing():
+            rec = self.path / "segments" / seg / RECORD
+            if rec.exists() and ix.segment_used(seg):
+                rec.unlink(missing_ok=True)
+
+    def _update_info(self, values: dict) -> None:
+        seq = self._logged({"op": "info", "values": values})
+        self._sql.update_info(values, seq)
+
+    def _remove(self, vids):
+        seq = self._logged({"op": "remove", "ids": list(vids)})
+        return self._sql.remove(vids, seq)
+
+    def close(self) -> None:
+        if self._sql is not None:
+            self._sql.close()
 
     def _lock_path(self) -> Path:
         return self.path / "zarr.json"
@@ -163,24 +296,23 @@ class ZarrStore(PackedStore):
     def _write_parcel(self, name: str, attrs: dict, arrays) -> None:
         staging = self.path / "staging"
         tmp = staging / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        (tmp / "zarr.json").write_text(json.dumps(_group_doc({})))
-        for arr, (shape, dtype, blocks) in arrays.items():
-            _write_array(tmp / arr, shape, dtype, blocks)
-        (tmp / RECORD).write_text(json.dumps(attrs, separators=(",", ":")))
-        os.replace(tmp, staging / name)          # atomic: the parcel appears whole or not at all
+        try:
+            tmp.mkdir()
+            (tmp / "zarr.json").write_text(json.dumps(_group_doc({})))
+            for arr, (shape, dtype, blocks) in arrays.items():
+                _write_array(tmp / arr, shape, dtype, blocks)
+            (tmp / RECORD).write_text(json.dumps(attrs, separators=(",", ":")))
+            os.replace(tmp, staging / name)      # atomic: the parcel appears whole or not at all
+        except OSError as e:                     # a full disk, a read-only store: nothing left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreWriteError(f"{self.path}: cannot stage {_what(attrs)} ({e.strerror or e})") from None
 
     def _list_parcels(self) -> list[str]:
         d = self.path / "staging"
         out = [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        used = None
-        for p in (self.path / "segments").iterdir():
-            if (p / RECORD).exists():
-                if used is None:
-                    used = {f["seg"] for e in self.index["videos"].values() for f in e["fields"].values()}
-                if p.name not in used:
-                    out.append("@" + p.name)
+        for seg in self._installing():
+            if (self.path / "segments" / seg / RECORD).exists() and not self._ix().segment_used(seg):
+                out.append("@" + seg)
         return out
 
     def _segment_of(self, parcel: str) -> str | None:
@@ -235,7 +367,8 @@ class ZarrStore(PackedStore):
 
     def _temporaries(self) -> list[Path]:
         return [p for p in (self.path / "staging").glob(".tmp-*")] + \
-            [p for p in (self.path / "index").glob(".zarr.json.*.tmp")]
+            [p for p in (self.path / "index").glob(".*.tmp")] + \
+            [p for p in (self.path / "index" / LOG).glob(".*.tmp")]
 
     def _delete_parcel(self, name: str) -> None:
         self._parcel_arrays = {k: v for k, v in self._parcel_arrays.items() if k[0] != name}
@@ -247,17 +380,9 @@ class ZarrStore(PackedStore):
         else:
             shutil.rmtree(self.path / "staging" / name, ignore_errors=True)
 
-    def _tidy_records(self, used: set[str]) -> None:
-        for seg in used:
-            (self.path / "segments" / seg / RECORD).unlink(missing_ok=True)
-
     # ---- segments ------------------------------------------------------------------------
-    def _install(self, segs: dict[str, str], index: dict) -> None:
-        for name, seg in segs.items():
-            if not name.startswith("@"):
-                os.replace(self.path / "staging" / name, self.path / "segments" / seg)
-            self._moved[name] = seg
-        self._save_index(index)
+    def _segment_exists(self, seg: str) -> bool:
+        return (self.path / "segments" / seg).is_dir()
 
     def _segment_array(self, seg: str, arr: str):
         """Segment array ``arr``, opened once per store object: its ``zarr_chunks.Layout``
@@ -299,6 +424,14 @@ class ZarrStore(PackedStore):
     def _delete_segment(self, seg: str) -> None:
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != seg}
         shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
+
+
+def _what(attrs: dict) -> str:
+    """What a parcel holds, for a message: its videos (the first few by id) or its failure."""
+    if attrs.get("kind") == "failure":
+        return f"the failure of {attrs['failure']['id']!r}"
+    ids = [v["meta"]["id"] for v in attrs.get("videos", [])]
+    return f"{len(ids)} video(s) ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
 
 
 def _compresses(a: np.ndarray, sample_bytes: int = 256 << 10, min_ratio: float = 1.3) -> bool:

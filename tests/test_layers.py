@@ -230,3 +230,56 @@ def test_every_slow_test_exists():
         if func not in names:
             missing.append(entry)
     assert not missing, missing
+
+
+INDEX_WORDS = ("l2l_index", "index.sqlite", "sqlite3")      # the index's names on disk
+STORE_NAMES = ("store", "st", "src", "dst", "reader", "writer")
+
+
+def index_readers() -> list[str]:
+    """Places outside ``store/`` that read the store's index themselves: ``X.index`` not called
+    (``list.index(x)`` is fine), a private member of a store object (``store._entry``), or the
+    index's names on disk.  The pipeline asks the store's query methods instead (``has``,
+    ``stored``, ``moments``, ``failure``, ``failed``, ``summary``)."""
+    found = []
+    for name, path in _modules().items():
+        if _package(name) == "store":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        where = f"{path.relative_to(ROOT)}"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                if node.attr == "index" and id(node) not in called:
+                    found.append(f"{where}:{node.lineno}: .index")
+                base = node.value.attr if isinstance(node.value, ast.Attribute) else \
+                    node.value.id if isinstance(node.value, ast.Name) else ""
+                if node.attr.startswith("_") and not node.attr.startswith("__") and base in STORE_NAMES:
+                    found.append(f"{where}:{node.lineno}: {base}.{node.attr}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if any(w in node.value for w in INDEX_WORDS):
+                    found.append(f"{where}:{node.lineno}: {node.value[:40]!r}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                if any(m == "sqlite3" or m.endswith("sqlindex") for m in mods):
+                    found.append(f"{where}:{node.lineno}: imports the index module")
+    return found
+
+
+def test_nothing_outside_the_store_reads_its_index():
+    problems = index_readers()
+    assert not problems, "\n".join(problems)
+
+
+def test_the_index_check_finds_what_it_looks_for(tmp_path, monkeypatch):
+    bad = tmp_path / "pipeline"
+    bad.mkdir()
+    (bad / "x.py").write_text("def f(store, classes):\n    classes.index('a')\n"
+                              "    v = store.index['videos']\n    e = store._entry('a')\n"
+                              "    k = 'l2l_index'\n    import sqlite3\n")
+    import sys
+    here = sys.modules[__name__]
+    monkeypatch.setattr(here, "_modules", lambda: {"pipeline.x": bad / "x.py"})
+    monkeypatch.setattr(here, "ROOT", tmp_path)
+    got = index_readers()
+    assert len(got) == 4 and not any(":2:" in g for g in got), got
