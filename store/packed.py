@@ -10,12 +10,16 @@ one index.
 - ``commit`` (one process at a time, under a file lock) checks every staged array against its
   checksum, makes each parcel an immutable *segment* (Zarr: renames its folder into
   ``segments/``; HDF5, which takes no concurrent writers, copies it into a new copy of the file),
-  then replaces the *index* (a JSON document: video -> meta and, per field, segment, rows, key,
-  checksum) in one atomic, fsynced step, and only then deletes the parcel records it consumed.
+  then changes the *index* (video -> meta and, per field, segment, rows, key, checksum) in one
+  atomic, fsynced step (Zarr: one SQLite transaction over the rows of the videos folded,
+  ``sqlindex.py``; HDF5: a new copy of the file holding the index as JSON), and only then
+  deletes the parcel records it consumed.
   A crash at any point leaves either the old index (the parcels, or the segments they became
   with their records still inside, are folded by the next commit) or the new one; a video is
   never half visible and never doubled.
-- Reading uses the index only: ``read_many`` reads each segment's rows in one go.
+- Reading asks the index about the videos wanted only (``_ix()``: ``sqlindex.SqlIndex``, or
+  ``index.DictIndex`` for an index held as one JSON document); ``read_many`` reads each
+  segment's rows in one go.
 
 Backends (``zarr_store.py``, ``hdf5_store.py``) supply the I/O primitives below.
 """
