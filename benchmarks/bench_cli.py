@@ -15,6 +15,15 @@ and ``--workers 2`` pinned to two (``taskset``; decoder threads 1, so each worke
 Steady-state throughput is moments / (wall - start-up), start-up being what the timing log
 measures before the first shard can run (interpreter, set-up, cluster and worker start).
 
+Part 3 (``--realistic``): the realistic set of ``_realistic.py`` (720p H.264 High with B-frames and
+stereo AAC, 360p VP9/Opus webm at 25 fps, 1080p60, a rotated portrait clip; ``--scale`` shortens
+every file), listed in a CSV.  Each repetition runs in turn (order rotating): the ffmpeg command
+line doing the same decode work on the 30 fps timeline, torchcodec 0.17 (decoder-side
+Resize/CenterCrop, ``get_frames_played_at`` the moment times, ``AudioDecoder`` at 16 kHz mono;
+one process), ``l2l extract --dataset csv --stages decode,spectrogram`` with ``--workers 1`` and
+``--workers 2``.  Median of the repetitions, ratios against the ffmpeg command line, and l2l's
+breakdown.
+
 On a bigger machine (issue 10 item 6): ``--scaling-only --scaling-videos 200 --workers-list
 1,4,8,16`` runs part 2 with those worker counts (pinned to as many cores each).
 """
@@ -82,14 +91,16 @@ def ffmpeg_run(videos: list[Path], pin: str | None = None) -> float:
 
 
 def l2l_run(root: Path, store: Path, workers: int, *, pin: str | None = None,
-            one_thread: bool = False) -> tuple[float, dict]:
+            one_thread: bool = False, csv: bool = False) -> tuple[float, dict]:
     """Wall seconds of the whole command, and its timing log."""
     log = store.with_suffix(".timings.json")
     env = dict(os.environ, L2L_TIMINGS=str(log), L2L_T0=repr(time.time()))
+    data = (["--dataset", "csv", "--annotations", str(root / "list.csv")] if csv else
+            ["--dataset", "activitynet", "--annotations", str(root / "annotations.json")])
     cmd = [sys.executable, "-c", "from l2l.cli.main import main; main()", "extract",
-           "--dataset", "activitynet", "--videos", str(root / "videos"), "--annotations",
-           str(root / "annotations.json"), "--store", str(store), "--stages", "decode,spectrogram",
-           "--device", "cpu", "--workers", str(workers), "--no-progress"]
+           *data, "--videos", str(root / "videos"), "--store", str(store),
+           "--stages", "decode,spectrogram", "--device", "cpu", "--workers", str(workers),
+           "--no-progress"]
     if one_thread:
         cmd += ["--set", "decode.threads=1"]
     t = time.perf_counter()
@@ -156,6 +167,44 @@ def end_to_end(args, work: Path) -> tuple[str, dict]:
     return out, data
 
 
+def realistic(args, work: Path) -> tuple[str, dict]:
+    import _realistic as R
+    root = R.make_realistic(args.scale)
+    paths = R.videos(root)
+    configs = ["ffmpeg", "torchcodec", "l2l-1", "l2l-2"]
+    walls = {c: [] for c in configs}
+    logs = {c: [] for c in configs}
+    tc_moments = tc_import = None
+    for rep in range(args.reps):
+        order = configs[rep % 4:] + configs[:rep % 4]
+        for c in order:
+            if c == "ffmpeg":
+                walls[c].append(R.ffmpeg_run(paths))
+            elif c == "torchcodec":
+                w, tc_moments, tc_import = R.torchcodec_run(paths)
+                walls[c].append(w)
+            else:
+                w, t = l2l_run(root, work / f"real-{c}-{rep}", int(c[-1]), csv=True)
+                walls[c].append(w)
+                logs[c].append(t)
+            print(f"rep {rep + 1}: {c:10s} {walls[c][-1]:7.2f} s wall (load {os.getloadavg()[0]:.1f})",
+                  flush=True)
+    med = {c: statistics.median(walls[c]) for c in configs}
+    moments = logs["l2l-1"][0]["moments"]
+    rows = [[c, f"{med[c]:.2f}", " ".join(f"{x:.2f}" for x in walls[c]),
+             f"{med['ffmpeg'] / med[c]:.2f}x"] for c in configs]
+    out = table(["run", "median wall s", "runs (s)", "speed vs ffmpeg CLI"], rows)
+    brk = [[label] + [f"{statistics.median([t.get(key, 0.0) for t in logs[c]]):.2f}"
+                      for c in ("l2l-1", "l2l-2")] for key, label in PARTS]
+    out += (f"\n\n{len(paths)} files, {moments} moments (torchcodec: {tc_moments}; its import "
+            f"{tc_import:.2f} s is in its wall time, as l2l's start-up is in l2l's).\n\n"
+            "l2l breakdown (median seconds; per-video parts summed over videos):\n\n"
+            + table(["part", "--workers 1", "--workers 2"], brk))
+    return out, {"median": med, "runs": walls, "moments": moments, "scale": args.scale,
+                 "files": [p.name for p in paths], "torchcodec_moments": tc_moments,
+                 "breakdown": {c: logs[c] for c in ("l2l-1", "l2l-2")}}
+
+
 SPIN = "import time\nt = time.perf_counter()\ns = 0\nfor i in range(20_000_000):\n    s += i\nprint(time.perf_counter() - t)"
 
 
@@ -212,11 +261,26 @@ def main():
     ap.add_argument("--workers-list", default="1,2", help="worker counts for part 2, pinned to as many cores")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scaling-only", action="store_true")
+    ap.add_argument("--realistic", action="store_true",
+                    help="only part 3: the realistic set against ffmpeg and torchcodec")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="--realistic: file durations times this (1: 3 x 120 s 720p, ...)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if not shutil.which("ffmpeg"):
         raise SystemExit("ffmpeg is needed (to make the videos and as the reference)")
     work = Path(tempfile.mkdtemp(prefix="l2l-bench-cli-"))
+    if args.realistic:
+        try:
+            text, data = realistic(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(text)
+        if not args.no_record:
+            record(f"l2l extract on realistic files vs ffmpeg and torchcodec (bench_cli, scale "
+                   f"{args.scale:g})", f"Median of {args.reps} interleaved runs:\n\n{text}"
+                   f"\n\n<!-- data: {json.dumps(data)} -->")
+        return
     try:
         parts, data = [], {}
         if not args.scaling_only:

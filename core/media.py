@@ -24,7 +24,9 @@ frame at or before it; ``grid="frames"``: every ``stride``-th decoded frame).  F
   to even), the last decoded frame repeated past the end.  Clip frames are written straight into the
   output, so nothing but the output is held: about 600 KB a moment (16 x 112 x 112 x 3).
 
-Cost: only kept frames (and clip frames) are converted, each by one reused libswscale context
+Cost: on H.264 and HEVC with B-frames the decoder skips the non-reference frames no moment or
+clip uses (``core/skipping.py``; the outputs are bit-identical to a full decode's); only kept
+frames (and clip frames) are converted, each by one reused libswscale context
 per geometry into a preallocated buffer; the per-frame Python work is a type check and a
 counter; audio is resampled in blocks of about 1.5 s, not per packet.  Memory: the output
 plus the audio buffer of ``core/audio_windows.py``.
@@ -47,6 +49,7 @@ from .audio_windows import MAX_AUDIO_AHEAD, AudioWindows, BlockResampler
 from .errors import L2LError
 from .grid import AUDIO_WINDOW, FRAME_SIZE, GRID_RATE, MOMENT_STRIDE, SAMPLE_RATE
 from .picture import ClipSpec, Converter, DisplayError, resize_crop_dims, sample_aspect
+from .skipping import NoSkip as _NoSkip, frames as _frames, skip_plan as _skip_plan
 from .timeline import Timeline
 
 __all__ = ["ClipSpec", "DecodeError", "MAX_AUDIO_AHEAD", "container_duration", "frame_to_rgb",
@@ -132,7 +135,8 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
                  rate: int = SAMPLE_RATE, window: float = AUDIO_WINDOW, threads: int = 0,
                  min_decoded_fraction: float = 0.9, clips: ClipSpec | None = None,
                  grid: str = "time", grid_rate: float = GRID_RATE, display: bool = True,
-                 start: float | None = None, end: float | None = None) -> dict[str, Any]:
+                 start: float | None = None, end: float | None = None,
+                 skip_unused: bool = True) -> dict[str, Any]:
     """Decode ``path`` into the moment grid (module docstring): ``frames``, ``times``,
     ``frame_index``, ``waveform`` (and ``clips`` when asked) plus ``fps``, ``duration`` (s),
     ``has_audio``, ``width``, ``height`` (coded pixels).  ``grid``: "time" (moment k at
@@ -141,6 +145,8 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
     ``start``/``end`` (seconds): use only that part of the file, as if cut there (the time grid
     starts at ``start``, the frames grid at the first frame at or after it; no frame after
     ``end``, no sound past it: windows are zero there; ``duration`` is the part's).
+    ``skip_unused``: on H.264 and HEVC, let the decoder skip the non-reference frames no moment
+    or clip uses (``_skip_plan``; every output is the same as with a full decode).
     ``threads``: decoder threads, 0 lets FFmpeg choose (never changes a number).
     ``DecodeError`` for a file with no video stream, an unreadable, truncated or empty one, or
     a display rotation that is not a multiple of 90 degrees."""
@@ -171,11 +177,21 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
         trim = start is not None or end is not None
         t_start = Fraction(start).limit_denominator(1 << 30) if start is not None else None
         n, fed, last, last_n, pos, by_index, video_done = 0, 0, None, -1, 0, True, False
+        plan = (_skip_plan(path, vs, Timeline(grid, stride, grid_rate, clip_len=line.clip_len,
+                                              clip_step=line.clip_step))
+                if skip_unused and not trim else None)
+        kept = 0
         try:
-            for frame in container.decode(*([vs] if aus is None else [vs, aus])):
+            for frame in _frames(container, vs, aus, plan):
                 if type(frame) is VideoFrame:
                     if video_done:
                         continue
+                    if plan is not None:        # frames may be skipped: count by pts rank
+                        r = plan[0].get(frame.pts)
+                        if r is None:
+                            raise _NoSkip
+                        n = fed = r
+                        kept += frame.pts in plan[1]
                     if trim:
                         t = _time(frame, n, fps)
                         if end is not None and t > end:       # past the part used: stop video
@@ -208,12 +224,19 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
                     if not resampler.push(frame):            # near the buffer's bound: exact path
                         audio.last_time = _time(last, last_n, fps) if last is not None else None
                         resampler.push_one(frame)
+            if plan is not None and kept != len(plan[1]):
+                raise _NoSkip                   # a needed frame did not come: decode them all
             if last is not None:
                 out.settle(line.finish(pos), last, last_n, _time(last, last_n, fps))
             if resampler is not None:
                 if last is not None:
                     audio.last_time = _time(last, last_n, fps)
                 resampler.finish()
+        except _NoSkip:
+            return read_moments(path, stride=stride, size=size, rate=rate, window=window,
+                                threads=threads, min_decoded_fraction=min_decoded_fraction,
+                                clips=clips, grid=grid, grid_rate=grid_rate, display=display,
+                                skip_unused=False)
         except av.error.FFmpegError as e:
             if n == 0:
                 raise DecodeError(path, f"cannot decode: {one_line(e)}") from None

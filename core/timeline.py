@@ -133,3 +133,21 @@ class Timeline:
             u = self._next(u)
         self.u = u
         return out
+
+
+def needed_frames(line: Timeline, positions: list[int], time_base: Fraction) -> set[int]:
+    """Which frames (indices into ``positions``, presentation order) some tick of a fresh
+    ``line`` gets, plus the first and the last (the decode loop starts from the first and ends on
+    the last): the frames a decode must produce; the others may be skipped.  ``positions``: pts
+    on the time grid, ``0..n-1`` on the frames grid."""
+    n = len(positions)
+    if n == 0:
+        return set()
+    line.start(positions[0] if line.grid == "time" else 0, time_base)
+    keep = {0, n - 1}
+    for i in range(1, n):
+        if positions[i] > line.cut and line.feed(positions[i]):
+            keep.add(i - 1)
+    if line.finish(positions[-1]):
+        keep.add(n - 1)
+    return keep

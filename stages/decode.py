@@ -15,8 +15,10 @@ The grid (``grid``: "time", the paper's 30 fps timeline, moment k at k x ``strid
 ``grid_rate`` s; or "frames", every ``stride``-th decoded frame) and ``display`` (apply the
 display rotation and the pixel aspect, as FFmpeg's command line shows the picture) are in the
 key: stores made before they existed (coded pixels, frames grid) recompute under the new key
-rather than mix grids.  The clip fields and ``threads`` are left out of the cache key: they never change a stored
-number (the clips are never stored; thread counts change only the speed).
+rather than mix grids.  The clip fields, ``threads`` and ``skip_unused`` (let the decoder skip
+the non-reference frames no moment or clip uses: the same outputs, bit for bit, with less
+decoding) are left out of the cache key: they never change a stored number (the clips are never
+stored; thread counts and skipping change only the speed).
 
 This module holds the stage (config, key, run) and names kept for callers (``DecodeError``,
 ``decode_video``, ``resize_crop_dims``, ``frame_to_rgb``, ``source_fingerprint``) and what a
@@ -65,6 +67,7 @@ class DecodeConfig:
     window: float = AUDIO_WINDOW     # seconds of audio per moment
     keep_frames: bool = True         # store the frames (needed to train the student)
     threads: int = 0                 # decoder threads (0: let FFmpeg choose); not in the key
+    skip_unused: bool = True         # H.264/HEVC: skip non-reference frames no tick uses; not in the key
     min_decoded_fraction: float = 0.9  # fewer seconds decoded than this x declared -> truncated
     clip_len: int = 0                # teacher clips: frames per clip (0: no clips); not in the key
     clip_step: int = 2               # grid ticks between clip frames (2/30 s on the time grid)
@@ -145,7 +148,8 @@ def decode_video(path: os.PathLike | str | Part, config: DecodeConfig = DecodeCo
                         window=config.window, threads=config.threads,
                         min_decoded_fraction=config.min_decoded_fraction,
                         clips=config.clip_spec(), grid=config.grid, grid_rate=config.grid_rate,
-                        display=config.display, start=start, end=end)
+                        display=config.display, start=start, end=end,
+                        skip_unused=config.skip_unused)
 
 
 @register
@@ -156,7 +160,8 @@ class Decode(Stage):
     name = "decode"
     Config = DecodeConfig
     inputs = ("source",)
-    hash_exclude = ("threads", "keep_frames", "clip_len", "clip_step", "clip_resize", "clip_crop")
+    hash_exclude = ("threads", "skip_unused", "keep_frames", "clip_len", "clip_step", "clip_resize",
+                    "clip_crop")
 
     @property
     def outputs(self) -> tuple[str, ...]:
