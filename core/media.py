@@ -274,7 +274,7 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
     result = {
         "frames": out.frames.view(),
         "times": np.asarray(times, np.float64),
-        "frame_index": np.asarray(out.index, np.int64),
+        "frame_index": np.asarray(out.picked, np.int64),
         "waveform": np.stack([audio.out[k] for k in range(m)]) if m else np.zeros((0, audio.n), np.float32),
         "fps": fps,
         "duration": float(declared or decoded),
@@ -298,7 +298,7 @@ class _Moments:
         self.frames = _Grow((size, size, 3), hint)
         self.clips = _Grow((spec.length, spec.crop, spec.crop, 3), hint) if spec else None
         self.times: list[float] = []
-        self.index: list[int] = []
+        self.picked: list[int] = []         # decoded index of each moment's frame
         self.audio: AudioWindows | None = None
         self.first_time = 0.0
 
@@ -317,7 +317,7 @@ class _Moments:
                 self.audio.last_time = now
                 self.convert(frame, self.frames.slot())
                 self.times.append(t)
-                self.index.append(i)
+                self.picked.append(i)
                 self.audio.add_moment(moment, t)
                 if self.clips is not None:
                     self.clips.slot()

@@ -64,9 +64,9 @@ def frames(container, vs, aus, plan):
     if plan is None:
         yield from container.decode(*streams)
         return
-    keep, cc, vi, mode = plan[1], vs.codec_context, vs.index, None
-    for packet in container.demux(*streams):
-        if packet.stream_index == vi and packet.size:
+    keep, cc, mode = plan[1], vs.codec_context, None
+    for packet in container.demux(*streams):        # one video stream: vs
+        if packet.size and packet.stream.type == "video":
             want = "DEFAULT" if packet.pts in keep else "NONREF"
             if want != mode:
                 cc.skip_frame = mode = want
