@@ -237,9 +237,9 @@ STORE_NAMES = ("store", "st", "src", "dst", "reader", "writer")
 
 
 def index_readers() -> list[str]:
-    """Places outside ``store/`` that read the store's index themselves: ``X.index`` not called
-    (``list.index(x)`` is fine), a private member of a store object (``store._entry``), or the
-    index's names on disk.  The pipeline asks the store's query methods instead (``has``,
+    """Places outside ``store/`` that read the store's index themselves: ``store.index`` (a
+    store object's, not called: ``list.index(x)`` is fine), a private member of a store object
+    (``store._entry``), or the index's names on disk.  The pipeline asks the store's query methods instead (``has``,
     ``stored``, ``moments``, ``failure``, ``failed``, ``summary``)."""
     found = []
     for name, path in _modules().items():
@@ -250,10 +250,10 @@ def index_readers() -> list[str]:
         where = f"{path.relative_to(ROOT)}"
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
-                if node.attr == "index" and id(node) not in called:
-                    found.append(f"{where}:{node.lineno}: .index")
                 base = node.value.attr if isinstance(node.value, ast.Attribute) else \
                     node.value.id if isinstance(node.value, ast.Name) else ""
+                if node.attr == "index" and id(node) not in called and base in STORE_NAMES:
+                    found.append(f"{where}:{node.lineno}: {base}.index")
                 if node.attr.startswith("_") and not node.attr.startswith("__") and base in STORE_NAMES:
                     found.append(f"{where}:{node.lineno}: {base}.{node.attr}")
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -274,7 +274,7 @@ def test_nothing_outside_the_store_reads_its_index():
 def test_the_index_check_finds_what_it_looks_for(tmp_path, monkeypatch):
     bad = tmp_path / "pipeline"
     bad.mkdir()
-    (bad / "x.py").write_text("def f(store, classes):\n    classes.index('a')\n"
+    (bad / "x.py").write_text("def f(store, classes, out):\n    classes.index('a'), out.index\n"
                               "    v = store.index['videos']\n    e = store._entry('a')\n"
                               "    k = 'l2l_index'\n    import sqlite3\n")
     import sys
