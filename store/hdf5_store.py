@@ -73,12 +73,12 @@ class HDF5Store(PackedStore):
     def recorded_backend(path: Path) -> str | None:
         """The backend an HDF5 file records (root attribute ``l2l_backend``), or None when
         ``path`` is not an HDF5 file."""
-        import h5py
         path = Path(path)
         try:
             with open(path, "rb") as f:
                 if f.read(8) != b"\x89HDF\r\n\x1a\n":
                     return None
+            import h5py                              # (only for an HDF5 file: a slow import)
             with h5py.File(path, "r") as f:
                 return str(f.attrs.get("l2l_backend", "")) or None
         except OSError:

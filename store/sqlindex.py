@@ -22,6 +22,9 @@ Tables (text columns holding JSON say so)::
            row_shape JSON)                           (shape without its first axis)
     records(id, stage, config JSON, versions JSON)   provenance shared by many videos' fields
     failures(id, stage, doc JSON)                    the ``Failure`` as a dict
+    counts(kind, key, videos, moments, no_audio)     kept by every change: per subset ("subset",
+                                                     subset) and per kind of array ("field",
+                                                     JSON [name, rec, dtype, row shape])
 
 Not here: the commit protocol (``packed.py``) or which parcels a commit folds (``index.py``).
 """
@@ -37,6 +40,8 @@ from typing import Iterable, Iterator
 
 from .base import SCHEMA_VERSION, StoreError, StoreWriteError
 from ..core.hashing import stable_hash
+from .sqlrows import (INSERT_FIELD, _count, _dumps, _fill, _put_failure, _put_record, _put_video,
+                      _uncount_fields, _uncount_video, set_value)
 
 SCHEMA = """
 CREATE TABLE store(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -54,15 +59,13 @@ CREATE INDEX fields_kinds ON fields(name, rec, dtype, row_shape);
 CREATE TABLE records(id TEXT PRIMARY KEY, stage TEXT NOT NULL, config TEXT NOT NULL,
                      versions TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE failures(id TEXT PRIMARY KEY, stage TEXT NOT NULL, doc TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE counts(kind TEXT NOT NULL, key TEXT NOT NULL, videos INTEGER NOT NULL,
+                    moments INTEGER NOT NULL, no_audio INTEGER NOT NULL,
+                    PRIMARY KEY (kind, key)) WITHOUT ROWID;
 """
 FIELD_COLS = "video, name, seg, arr, start, stop, key, upstream, rec, shape, dtype, crc"
-INSERT_FIELD = f"INSERT OR REPLACE INTO fields({FIELD_COLS}, row_shape) VALUES ({','.join('?' * 13)})"
 BUSY_MS = 120_000            # how long a reader waits for a commit's exclusive moment
 IN_CHUNK = 500               # ids per ``IN (...)`` query
-
-
-def _dumps(x) -> str:
-    return json.dumps(x, separators=(",", ":"))
 
 
 def _field(row) -> tuple[str, dict]:
@@ -131,7 +134,7 @@ class SqlIndex:
                                 "generation": 0, "videos": {}, "records": {}, "failures": {},
                                 "info": {}, "consumed": []}
                 _fill(conn, idx, backend)
-                _set(conn, "seq", seq)
+                set_value(conn, "seq", seq)
                 conn.execute("COMMIT")
             finally:
                 conn.close()
@@ -268,17 +271,18 @@ class SqlIndex:
 
     def summary(self) -> dict:
         """Counts for ``store info``: per subset (videos, moments, without audio), per field
-        (videos, and per record / dtype / row shape), failures."""
-        subsets = {s: {"videos": n, "moments": m or 0, "no_audio": q or 0} for s, n, m, q in self._q(
-            "SELECT subset, COUNT(*), SUM(num_moments), SUM(has_audio=0) FROM videos GROUP BY subset")}
-        arrays = {}
-        for name, rec, dtype, row, n in self._q(          # (both from covering indexes)
-                "SELECT name, rec, dtype, row_shape, COUNT(*) FROM fields "
-                "GROUP BY name, rec, dtype, row_shape"):
+        (videos, and per record / dtype / row shape), failures; from the ``counts`` table (kept
+        by every change: no scan of the videos)."""
+        subsets, arrays = {}, {}
+        for kind, key, n, m, q in self._q("SELECT kind, key, videos, moments, no_audio FROM counts "
+                                          "WHERE videos > 0 ORDER BY kind, key"):
+            if kind == "subset":
+                subsets[key] = {"videos": n, "moments": m, "no_audio": q}
+                continue
+            name, rec, dtype, row = json.loads(key)
             a = arrays.setdefault(name, {"videos": 0, "parts": []})
             a["videos"] += n
-            a["parts"].append({"record": self.record(rec), "dtype": dtype, "shape": json.loads(row),
-                               "videos": n})
+            a["parts"].append({"record": self.record(rec), "dtype": dtype, "shape": row, "videos": n})
         nfail = self._q("SELECT COUNT(*) FROM failures")[0][0]
         return {"subsets": subsets, "arrays": arrays, "failures": nfail}
 
@@ -332,8 +336,10 @@ class SqlIndex:
                                           "reason": "staged arrays failed their checksum; re-extract",
                                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
                         continue
+                    _uncount_video(db, vid)
                     if v["replace"]:
                         freed.update(r[0] for r in db.execute("SELECT seg FROM fields WHERE video=?", (vid,)))
+                        _uncount_fields(db, vid)
                         db.execute("DELETE FROM fields WHERE video=?", (vid,))
                     _put_video(db, meta)
                     for field, rec in v["records"].items():
@@ -345,14 +351,17 @@ class SqlIndex:
                         if not v["replace"]:
                             freed.update(r[0] for r in db.execute(
                                 "SELECT seg FROM fields WHERE video=? AND name=?", (vid, field)))
+                            _uncount_fields(db, vid, field)
                         db.execute(INSERT_FIELD, (vid, field, segs[pname], rec["arr"], rec["start"],
                                                   rec["stop"], rec["key"], _dumps(rec["upstream"]), rid,
                                                   _dumps(list(rec["shape"])), rec["dtype"],
                                                   rec["checksum"], _dumps(list(rec["shape"][1:]))))
+                        _count(db, "field", _dumps([field, rid, rec["dtype"], list(rec["shape"][1:])]),
+                               1, 0, 0)
                     db.execute("DELETE FROM failures WHERE id=?", (vid,))
-            _set(db, "generation", gen)
-            _set(db, "consumed", [n for n, _ in parcels])
-            _set(db, "seq", seq)
+            set_value(db, "generation", gen)
+            set_value(db, "consumed", [n for n, _ in parcels])
+            set_value(db, "seq", seq)
             return freed - set(segs.values())
         return self._write(run)
 
@@ -360,7 +369,7 @@ class SqlIndex:
         def run(db) -> None:
             db.executemany("INSERT OR REPLACE INTO info VALUES (?,?)",
                            [(k, _dumps(v)) for k, v in values.items()])
-            _set(db, "seq", seq)
+            set_value(db, "seq", seq)
         self._write(run)
 
     def remove(self, vids: Iterable[str], seq: int) -> set[str]:
@@ -368,49 +377,13 @@ class SqlIndex:
         vids = list(vids)
 
         def run(db) -> set[str]:
-            _set(db, "seq", seq)
+            set_value(db, "seq", seq)
             freed = set()
             for vid in vids:
                 freed.update(r[0] for r in db.execute("SELECT seg FROM fields WHERE video=?", (vid,)))
+                _uncount_video(db, vid)
+                _uncount_fields(db, vid)
                 db.execute("DELETE FROM fields WHERE video=?", (vid,))
                 db.execute("DELETE FROM videos WHERE id=?", (vid,))
             return freed
         return self._write(run)
-
-
-def _set(db, key: str, value) -> None:
-    db.execute("INSERT OR REPLACE INTO store VALUES (?,?)", (key, _dumps(value)))
-
-
-def _put_video(db, meta: dict) -> None:
-    db.execute("INSERT OR REPLACE INTO videos VALUES (?,?,?,?,?)",
-               (meta["id"], meta.get("subset", ""), int(meta.get("num_moments", 0)),
-                int(bool(meta.get("has_audio", True))), _dumps(meta)))
-
-
-def _put_record(db, rid: str, shared: dict) -> None:
-    db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?,?)",
-               (rid, shared["stage"], _dumps(shared["config"]), _dumps(shared["versions"])))
-
-
-def _put_failure(db, f: dict) -> None:
-    db.execute("INSERT OR REPLACE INTO failures VALUES (?,?,?)", (f["id"], f.get("stage", ""), _dumps(f)))
-
-
-def _fill(db, idx: dict, backend: str) -> None:
-    """Write a dict-shaped index (``index.py``) into an empty database."""
-    for key in ("schema_version", "generation", "consumed"):
-        _set(db, key, idx.get(key, SCHEMA_VERSION if key == "schema_version" else
-                              0 if key == "generation" else []))
-    _set(db, "backend", backend)
-    db.executemany("INSERT INTO info VALUES (?,?)", [(k, _dumps(v)) for k, v in idx["info"].items()])
-    for rid, r in idx["records"].items():
-        _put_record(db, rid, r)
-    for f in idx["failures"].values():
-        _put_failure(db, f)
-    for vid, e in idx["videos"].items():
-        _put_video(db, e["meta"])
-        db.executemany(INSERT_FIELD, [(vid, name, f["seg"], f["arr"], f["start"], f["stop"], f["key"],
-                                       _dumps(f["upstream"]), f["rec"], _dumps(list(f["shape"])),
-                                       f["dtype"], f["crc"], _dumps(list(f["shape"][1:])))
-                                      for name, f in e["fields"].items()])

@@ -232,6 +232,16 @@ def test_store_info_counts_come_from_the_summary(tmp_path):
             a["parts"].sort(key=lambda p: json.dumps(p, sort_keys=True))
         return s
     assert norm(s) == norm(export_store(st, tmp_path / "e.h5").summary())   # from the dict index
+    # the counts follow replacements and removals (kept by each change, not recounted)
+    st.put(_meta("v2", 2, "validation"), {"logmel": np.zeros((2, 101, 40), np.float16)},
+           {"logmel": _rec()}, replace=True)
+    st.put(_meta("v0", 3), {"frames": np.zeros((3, 112, 112, 3), np.uint8)}, {"frames": _rec({"k": 3})})
+    st.commit()
+    st.remove(["v1"])
+    s = st.summary()
+    assert s["subsets"]["training"] == {"videos": 1, "moments": 3, "no_audio": 0}
+    assert s["arrays"]["frames"]["videos"] == 1
+    assert norm(s) == norm(export_store(st, tmp_path / "e2.h5").summary())
 
 
 @pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
