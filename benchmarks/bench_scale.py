@@ -19,7 +19,7 @@ The index half (this script's ``main``) records, for each ``--videos`` size:
   start-up), each the best of 3;
 - ``l2l store verify``: the whole command (it reads every array);
 - a dask worker's RSS: a one-worker embedded cluster whose worker opens the store
-  (``pipeline.process.store_for``, as a shard task does) and asks what a shard of 16 videos asks
+  (``pipeline.process.Run(path).store``, as a shard task does) and asks what a shard of 16 videos asks
   of it (``has``/``records``/``meta``/``failure``), then stages those 16 videos; its RSS
   (``/proc/self/status``) before opening and after.
 
@@ -190,11 +190,11 @@ def _rss_mb() -> float:
 def worker_task(path: str, ids: list) -> dict:
     """On a dask worker: RSS before and after what a shard asks of the store (see the docstring)."""
     import gc
-    from l2l.pipeline.process import store_for
+    from l2l.pipeline.process import Run
     from l2l.store import Put, VideoMeta
     gc.collect()
     before = _rss_mb()
-    st = store_for(path)
+    st = Run(path).store
     puts = []
     rec = _record(st)
     for vid in ids:

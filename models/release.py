@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import Sequence
 
 import torch
@@ -35,12 +36,12 @@ from ..core.errors import L2LError
 from ..core.grid import FEATURE_DIM
 from .students import Fusion
 
-KEYS = {"fusion.mlp.0.weight": "net_imageAudio.imageAudio_fc1.weight",
+KEYS = MappingProxyType({"fusion.mlp.0.weight": "net_imageAudio.imageAudio_fc1.weight",
         "fusion.mlp.0.bias": "net_imageAudio.imageAudio_fc1.bias",
         "fusion.mlp.2.weight": "net_imageAudio.imageAudio_fc2.weight",
         "fusion.mlp.2.bias": "net_imageAudio.imageAudio_fc2.bias",
         "classifier.weight": "net_classifier.classifier.weight",
-        "classifier.bias": "net_classifier.classifier.bias"}
+        "classifier.bias": "net_classifier.classifier.bias"})   # (read-only: a table)
 
 
 class ReleaseCheckpointError(L2LError, ValueError):

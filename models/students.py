@@ -287,37 +287,16 @@ def read_checkpoint(path) -> dict:
     return obj
 
 
-_HASHES: dict[tuple, str] = {}      # a checkpoint file's version -> the hash it holds
-
-
-def _version(path: Path) -> tuple | None:
-    """What tells one version of a checkpoint file from another: its path, inode, size, mtime
-    and the CRC32 its zip directory gives the pickle (which holds the hash); None if unsure."""
-    import zipfile
-    try:
-        st = path.stat()
-        with zipfile.ZipFile(path) as z:
-            crcs = tuple((i.filename, i.CRC) for i in z.infolist() if i.filename.endswith(".pkl"))
-    except (OSError, zipfile.BadZipFile):
-        return None
-    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, crcs)
-
-
 def read_checkpoint_hash(path) -> str:
-    """The hash stored in a checkpoint (file or folder), without reading its weights; read once
-    per version of the file in this process (``_version``: a replaced file is read again)."""
+    """The hash stored in a checkpoint (file or folder), without reading its weights (the
+    tensors are memory-mapped, not read)."""
     path = resolve_checkpoint(path)
-    version = _version(path)
-    if version is not None and version in _HASHES:
-        return _HASHES[version]
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
         raise WeightsError(f"{path}: not a student checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict) or "hash" not in obj:
         raise WeightsError(f"{path}: not a student checkpoint (no hash)")
-    if version is not None:
-        _HASHES[version] = obj["hash"]
     return obj["hash"]
 
 

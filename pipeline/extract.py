@@ -26,8 +26,7 @@ from ..core.errors import ConfigError, L2LError  # noqa: F401 (ConfigError re-ex
 from ..datasets.base import Dataset
 from ..stages import STAGES, Stage
 from ..store import StoreError, StoreWriteError, create_store
-from .ahead import cores
-from .process import ensure_setup, prepare, stage_device
+from .process import Run, stage_device
 from .plan import Outcome, known_failure, reads_media  # noqa: F401
 from .work import process_shard, process_video  # noqa: F401
 
@@ -178,13 +177,14 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
                                                        stages, skip_failed=not retry_failed):
         embedded = False          # only stored inputs to read: here, with every core (see below)
         summary.notes.append(f"every video's decoded inputs are stored: one process runs the "
-                             f"stages and reads the store with {cores()} threads (not "
+                             f"stages and reads the store with {len(os.sched_getaffinity(0))} threads (not "
                              f"{workers} worker processes)")
     cluster = runner.start_cluster(workers, device=device, stages=stages) if embedded else None
+    here = Run(store_path, device) if cluster is None and scheduler is None else None
     try:
         t = time.perf_counter()
-        if cluster is None and scheduler is None:    # load models here: a missing weight file
-            prepare(stages, device)                  # stops the run with one line before the
+        if here is not None:                         # load models here: a missing weight file
+            here.prepare(stages)                     # stops the run with one line before the
                                                      # store is made (workers check it at
                                                      # start-up); the other stages are set up
                                                      # in the background
@@ -207,7 +207,7 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
         if cluster is None and scheduler is None:
             run = runner.run_serial(str(store.path), videos, stages, device=device,
                                     progress=progress, missing_reason=missing_reason,
-                                    commit_every=COMMIT_EVERY)
+                                    commit_every=COMMIT_EVERY, run=here)
         else:
             run = runner.run_dask(str(store.path), videos, stages, device=device, workers=workers,
                                   scheduler=scheduler, cluster=cluster, progress=progress,
@@ -232,6 +232,8 @@ def extract(dataset: Dataset, store_path, *, stages: Sequence[Stage], subset: st
         store.commit()
         summary.time("commit", time.perf_counter() - c)
     finally:
+        if here is not None:
+            here.close()                             # its threads, models and store go
         if cluster is not None:
             cluster.close()
     summary.seconds = time.perf_counter() - t0

@@ -15,9 +15,11 @@ into a segment by a rename.  Only small ``Outcome`` records come back through th
 an external cluster, shards with a model stage on CUDA ask for the ``GPU`` resource, so they run
 only on workers started with ``--resources GPU=1``.
 
-Start-up: before any shard is submitted, every worker unpickles the stages, imports their
-modules and calls ``setup`` (models load once per worker process), in parallel, and says how
-long it took.  A worker that cannot (an import error, a class it cannot unpickle, a weights
+Start-up: before any shard is submitted, every worker makes the run's ``process.Run`` (held by
+the dask worker itself, ``worker_run``: one run at a time, the previous one closed, so a worker
+that served two runs holds one run's models, not both), unpickles the stages into it, imports
+their modules and sets them up (models load once per worker and run), in parallel, and says
+how long it took.  A worker that cannot (an import error, a class it cannot unpickle, a weights
 file it cannot read) fails the run with one line naming the cause; a cluster that does not
 answer within ``START_TIMEOUT`` seconds fails it too: no silent hang.
 
@@ -44,10 +46,9 @@ from ..core.errors import L2LError
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
-from .ahead import set_cores
-from .process import prepare, store_for
 from .plan import Outcome
-from .work import BATCH_MOMENTS, process_shard, process_stream
+from .process import Run
+from .work import BATCH_MOMENTS, process_stream
 
 SHARD_VIDEOS = 16            # most videos per dask task
 SERIAL_SHARD_VIDEOS = 4      # videos per parcel in the serial runner (one parcel, one segment)
@@ -82,7 +83,7 @@ def make_shards(videos: Sequence[VideoRecord], *, max_videos: int, moments: dict
 
 def _shards(store_path: str, videos, stages, max_videos: int) -> list[list[VideoRecord]]:
     if any(s.batchable for s in stages):      # model stages: forward passes of >= 512 moments
-        moments = store_for(store_path).moments([v.id for v in videos])
+        moments = open_store(store_path).moments([v.id for v in videos])
         return make_shards(videos, max_videos=max(max_videos, 64), moments=moments,
                            min_moments=BATCH_MOMENTS)
     return make_shards(videos, max_videos=max_videos)
@@ -90,17 +91,23 @@ def _shards(store_path: str, videos, stages, max_videos: int) -> list[list[Video
 
 def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage], *,
                device: str, progress: bool = True, missing_reason: str = "",
-               commit_every: int = 64, **_) -> Iterator[Outcome]:
+               commit_every: int = 64, run: Run | None = None, **_) -> Iterator[Outcome]:
     """Every video here, as one stream (``work.process_stream``: decode never waits for a
     parcel to be written or for the caller's commit), a parcel every ``SERIAL_SHARD_VIDEOS``
-    (at most ``commit_every``) videos; model stages batch across the whole stream."""
+    (at most ``commit_every``) videos; model stages batch across the whole stream.  ``run``:
+    the caller's (kept open); without it, one made here and closed at the end."""
     size = max(1, min(SERIAL_SHARD_VIDEOS, commit_every))
-    with _bar(len(videos), progress) as bar:
-        for o in process_stream(store_path, videos, stages, device, missing_reason,
-                                parcel_videos=size):
-            bar.update()
-            bar.set_postfix_str(f"{o.status} {o.id}"[:40])
-            yield o
+    own = Run(store_path, device) if run is None else None
+    try:
+        with _bar(len(videos), progress) as bar:
+            for o in process_stream(run or own, videos, stages, missing_reason,
+                                    parcel_videos=size):
+                bar.update()
+                bar.set_postfix_str(f"{o.status} {o.id}"[:40])
+                yield o
+    finally:
+        if own is not None:
+            own.close()
 
 
 # ---- the cluster --------------------------------------------------------------------------
@@ -174,22 +181,26 @@ def start_cluster(workers: int, *, device: str = "cpu", stages: Sequence[Stage] 
 
 
 # ---- worker side --------------------------------------------------------------------------
-_STAGES: dict[bytes, list[Stage]] = {}
-
-
-def _stages_here(blob: bytes) -> list[Stage]:
-    """The stage objects for ``blob`` in this worker process: unpickled once, kept, so that
-    their ``setup`` (and models) last for the whole run."""
-    st = _STAGES.get(blob)
-    if st is None:
-        st = _STAGES[blob] = pickle.loads(blob)
-    return st
+def worker_run(token: str, store_path: str, blob: bytes, device: str, threads: int) -> Run:
+    """This dask worker's ``Run`` for run ``token``, with its stages (unpickled from ``blob``),
+    made on the run's first task here and held by the worker (``dask_worker.l2l_run``) until
+    another run comes, which closes it first: one run's models at a time."""
+    from distributed import get_worker
+    worker = get_worker()
+    run = getattr(worker, "l2l_run", None)
+    if run is None or run.token != token or run.closed:
+        if run is not None:
+            run.close()
+        worker.l2l_run = None
+        run = Run(store_path, device, cores=threads, token=token)
+        run.stages = pickle.loads(blob)
+        worker.l2l_run = run
+    return run
 
 
 def _set_threads(threads: int) -> None:
-    """Torch threads and concurrent decodes per task: set now if torch is imported, else when
-    it is (OpenMP reads ``OMP_NUM_THREADS`` at torch's import).  Torch is not imported for it."""
-    set_cores(threads)
+    """Torch threads per task: set now if torch is imported, else when it is (OpenMP reads
+    ``OMP_NUM_THREADS`` at torch's import).  Torch is not imported for it."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         import torch
@@ -197,23 +208,24 @@ def _set_threads(threads: int) -> None:
             torch.set_num_threads(threads)
 
 
-def _start_worker(blob: bytes, device: str, threads: int) -> tuple[str, float]:
-    """On a worker, before any shard: unpickle the stages, import and set them up.  Returns
-    ("", seconds) or (one line naming the cause, seconds)."""
+def _start_worker(token: str, store_path: str, blob: bytes, device: str, threads: int
+                  ) -> tuple[str, float]:
+    """On a worker, before any shard: make the run, unpickle the stages, import and set them
+    up.  Returns ("", seconds) or (one line naming the cause, seconds)."""
     t = time.perf_counter()
     try:
         _set_threads(threads)
-        stages = _stages_here(blob)
-        prepare(stages, device)              # models now; the rest while the first shard runs
+        run = worker_run(token, store_path, blob, device, threads)
+        run.prepare(run.stages)              # models now; the rest while the first shard runs
     except BaseException as e:               # noqa: BLE001 - reported as one line
         return (" ".join(f"{type(e).__name__}: {e}".split()), time.perf_counter() - t)
     return ("", time.perf_counter() - t)
 
 
-def _shard_task(store_path, videos, blob, device, missing_reason, threads, run=None):
-    stages = _stages_here(blob)
+def _shard_task(store_path, videos, blob, device, missing_reason, threads, token):
     _set_threads(threads)
-    return process_shard(store_path, videos, stages, device, missing_reason, run)
+    run = worker_run(token, store_path, blob, device, threads)
+    return list(process_stream(run, videos, run.stages, missing_reason))
 
 
 def _crash_outcomes(store_path: str, shard: list[VideoRecord], error: BaseException) -> list[Outcome]:
@@ -227,7 +239,8 @@ def _crash_outcomes(store_path: str, shard: list[VideoRecord], error: BaseExcept
     return out
 
 
-def _start_all(client, blob: bytes, device: str, resources: dict) -> tuple[dict, float]:
+def _start_all(client, token: str, store_path: str, blob: bytes, device: str, resources: dict
+               ) -> tuple[dict, float]:
     """Run ``_start_worker`` on every worker (that can take the tasks) and wait, bounded."""
     from distributed import wait
 
@@ -245,7 +258,7 @@ def _start_all(client, blob: bytes, device: str, resources: dict) -> tuple[dict,
     for a in addrs:
         per_host[info[a]["host"]] = per_host.get(info[a]["host"], 0) + max(1, int(info[a].get("nthreads", 1)))
     threads = {a: max(1, (cores.get(a) or 1) // per_host[info[a]["host"]]) for a in addrs}
-    futs = {a: client.submit(_start_worker, blob, device, threads[a], workers=[a],
+    futs = {a: client.submit(_start_worker, token, store_path, blob, device, threads[a], workers=[a],
                              allow_other_workers=False, pure=False,
                              key=f"l2l-start-{uuid.uuid4().hex[:8]}-{a}")
             for a in addrs}
@@ -297,7 +310,7 @@ def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[St
             blob = pickle.dumps(list(stages))
             run = uuid.uuid4().hex[:8]
             w = time.perf_counter()
-            threads, slowest = _start_all(client, blob, device, resources)
+            threads, slowest = _start_all(client, run, store_path, blob, device, resources)
             timings["worker_start"] = timings.get("worker_start", 0.0) + time.perf_counter() - w
             timings["worker_setup_slowest"] = slowest
             n_workers = len(threads)

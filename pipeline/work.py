@@ -25,9 +25,9 @@ from typing import Iterator, Sequence
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..stages.decode import DecodeError, media_source
-from .ahead import ahead, cores, decode_slots, with_threads
+from .ahead import ahead
 from .plan import Job, Outcome, plan
-from .process import ensure_setup, named_thread, stage_device, store_for
+from .process import Run, stage_device
 from ..store import (ArrayRecord, Failure, Put, StoreError, StoreWriteError, VideoMeta,
                      library_versions)
 
@@ -38,31 +38,33 @@ ERRORS = (DecodeError, StoreError, OSError, ValueError, RuntimeError)
 
 def process_video(store_path: str, video: VideoRecord, stages: Sequence[Stage], device: str = "cpu",
                   missing_reason: str = "") -> Outcome:
-    """Extract one video into the store (staged; visible after the next commit)."""
+    """Extract one video into the store (staged; visible after the next commit), as a run of
+    its own."""
     return process_shard(store_path, [video], stages, device, missing_reason)[0]
 
 
 def process_shard(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
-                  device: str = "cpu", missing_reason: str = "", run: str | None = None
-                  ) -> list[Outcome]:
-    """Extract ``videos`` into the store; one ``Outcome`` per video, in order (a dask task of
-    run ``run``; the store is asked about these videos only)."""
-    return list(process_stream(store_path, videos, stages, device, missing_reason, run=run))
+                  device: str = "cpu", missing_reason: str = "") -> list[Outcome]:
+    """Extract ``videos`` into the store as a run of their own (a ``Run`` made here and closed
+    at the end); one ``Outcome`` per video, in order."""
+    with Run(store_path, device) as run:
+        return list(process_stream(run, videos, stages, missing_reason))
 
 
-def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage],
-                   device: str = "cpu", missing_reason: str = "", *,
-                   parcel_videos: int | None = None, run: str | None = None) -> Iterator[Outcome]:
-    """Extract ``videos`` into the store, yielding each video's ``Outcome`` (in order) once its
-    arrays are staged or it failed.  The stages that read the media file (decode) run in up to
-    ``decode_slots()`` threads at once (``ahead.py``), and keep running while the caller works
-    on what was yielded (a commit, say): no pause between parcels.  The per-video CPU stages
+def process_stream(run: Run, videos: Sequence[VideoRecord], stages: Sequence[Stage],
+                   missing_reason: str = "", *, parcel_videos: int | None = None
+                   ) -> Iterator[Outcome]:
+    """Extract ``videos`` into ``run``'s store, yielding each video's ``Outcome`` (in order)
+    once its arrays are staged or it failed; ``run`` (``process.Run``) owns the stages' set-ups,
+    the store object and the threads used here.  The stages that read the media file (decode)
+    run in up to ``run.decode_slots()`` threads at once (``ahead.py``), and keep running while
+    the caller works on what was yielded (a commit, say): no pause between parcels.  The per-video CPU stages
     after them (the spectrogram) run in a helper thread, overlapping the next decodes (FFmpeg
     and numpy release the GIL); model stages run in this thread.  A parcel is written every
     ``PARCEL_BYTES``, or every ``parcel_videos`` finished videos, and at the end, by the
     helper thread too (its outcomes are "done" once written)."""
-    store = store_for(store_path)
-    store.read_threads = cores()            # stored inputs: chunks decompressed on every core
+    store, device = run.store, run.device
+    store.read_threads = run.cores()        # stored inputs: chunks decompressed on every core
     versions = library_versions()
     first_batch = next((i for i, s in enumerate(stages) if s.batchable), len(stages))
     n_source = next((i for i, s in enumerate(stages[:first_batch]) if "source" not in s.inputs),
@@ -88,7 +90,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         if staged and cpu_only:
             _stage(store, staged)
         elif staged:
-            writes.append(named_thread("stages").submit(_stage, store, staged))
+            writes.append(run.pool("stages").submit(_stage, store, staged))
         staged = []
 
     ready = None            # a group whose stored inputs the reader thread is reading
@@ -98,7 +100,7 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         before it (read while this one was being put together): reading overlaps the model,
         and the helper's writes."""
         nonlocal ready
-        fut = named_thread("read").submit(_prefetch, store, g, stages[first_batch])
+        fut = run.pool("read").submit(_prefetch, store, g, stages[first_batch])
         if ready is not None:
             run_ready()
         ready = (g, fut)
@@ -107,19 +109,19 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
         nonlocal ready
         (g, fut), ready = ready, None
         fut.result()
-        _run_group(store, g, stages[first_batch:], device, versions, staged)
+        _run_group(run, g, stages[first_batch:], versions, staged)
 
     def settle(job: Job, fut) -> None:
         nonlocal group, staged
         try:
             fut.result()
-            _run_stages(store, job, rest, device, versions)
+            _run_stages(run, job, rest, versions)
         except ERRORS as e:
             _fail(store, job, e)
             return
         group.append(job)
         if first_batch == len(stages):
-            _run_group(store, group, [], device, versions, staged)
+            _run_group(run, group, [], versions, staged)
             group = []
         elif sum(j.moments() for j in group) >= group_moments or len(group) >= 64:
             launch(group)
@@ -128,8 +130,8 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
                 or (parcel_videos and len(staged) >= parcel_videos)):
             flush()
 
-    slots = decode_slots() if len(jobs) > 1 else 1
-    reads_source = [with_threads(s, slots) for s in reads_source]   # (``ahead.py``)
+    slots = run.decode_slots() if len(jobs) > 1 else 1
+    reads_source = [run.with_threads(s, slots) for s in reads_source]   # (``ahead.py``)
 
     def start(job: Job) -> BaseException | None:
         try:
@@ -137,20 +139,20 @@ def process_stream(store_path: str, videos: Sequence[VideoRecord], stages: Seque
             if job.outcome is None:
                 for stage in reads_source:
                     if stage.name in job.fresh:
-                        _run_one(store, job, stage, device, versions)
+                        _run_one(run, job, stage, versions)
         except ERRORS as e:
             return e
         return None
 
-    for job, error in ahead(start, jobs, slots):
+    for job, error in ahead(start, jobs, slots, run.pool("decode", slots) if slots > 1 else None):
         if error is not None:
             _fail(store, job, error)
         elif job.outcome is None:
-            fut = named_thread("stages").submit(_run_stages, store, job, after, device, versions)
+            fut = run.pool("stages").submit(_run_stages, run, job, after, versions)
             if cpu_only:                # no model stage: the helper settles it too, at once;
                 if settling is not None:        # the previous video's settle (and parcel) is
                     settling.result()           # done before its outcome can be told
-                settling = named_thread("stages").submit(settle, job, fut)
+                settling = run.pool("stages").submit(settle, job, fut)
             else:
                 if pending is not None:
                     settle(*pending)
@@ -193,10 +195,10 @@ def _prefetch(store, group: list[Job], stage: Stage) -> None:
         pass
 
 
-def _run_stages(store, job: Job, stages: Sequence[Stage], device: str, versions: dict) -> None:
+def _run_stages(run: Run, job: Job, stages: Sequence[Stage], versions: dict) -> None:
     for stage in stages:
         if stage.name in job.fresh:
-            _run_one(store, job, stage, device, versions)
+            _run_one(run, job, stage, versions)
 
 
 def _keep(job: Job, stage: Stage, out: dict, versions: dict, seconds: float) -> None:
@@ -214,15 +216,15 @@ def _keep(job: Job, stage: Stage, out: dict, versions: dict, seconds: float) -> 
                                              key=job.keys[o], upstream=up, versions=versions)
 
 
-def _run_one(store, job: Job, stage: Stage, device: str, versions: dict) -> None:
+def _run_one(run: Run, job: Job, stage: Stage, versions: dict) -> None:
     job.current = stage.name
-    ensure_setup(stage, device)
+    run.ensure_setup(stage)
     need = [i for i in stage.inputs if i != "source" and i not in job.values]
     if need:
-        job.values.update(store.read(job.video.id, need))
+        job.values.update(run.store.read(job.video.id, need))
     t = time.perf_counter()
     out = stage.run({i: job.values[i] for i in stage.inputs if i != "source"},
-                    source=media_source(job.video), device=stage_device(stage, device))
+                    source=media_source(job.video), device=stage_device(stage, run.device))
     _keep(job, stage, out, versions, time.perf_counter() - t)
 
 
@@ -244,8 +246,9 @@ def _read_inputs(store, members: list[Job], stage: Stage) -> None:
             j.timings["read"] = j.timings.get("read", 0.0) + per
 
 
-def _run_group(store, group: list[Job], stages: Sequence[Stage], device: str, versions: dict,
+def _run_group(run: Run, group: list[Job], stages: Sequence[Stage], versions: dict,
                staged: list) -> None:
+    store, device = run.store, run.device
     for stage in stages:
         members = [j for j in group if j.outcome is None and stage.name in j.fresh]
         if not members:
@@ -253,7 +256,7 @@ def _run_group(store, group: list[Job], stages: Sequence[Stage], device: str, ve
         for j in members:
             j.current = stage.name
         try:
-            ensure_setup(stage, device)
+            run.ensure_setup(stage)
             _read_inputs(store, members, stage)
         except ERRORS as e:
             for j in members:
@@ -262,7 +265,7 @@ def _run_group(store, group: list[Job], stages: Sequence[Stage], device: str, ve
         if not stage.batchable:
             for j in members:
                 try:
-                    _run_one(store, j, stage, device, versions)
+                    _run_one(run, j, stage, versions)
                 except ERRORS as e:
                     _fail(store, j, e)
             continue

@@ -59,7 +59,11 @@ class Stage:
         return {"type": self.name, **dataclasses.asdict(self.config)}
 
     def setup(self, device: str = "cpu") -> None:
-        """Load models or other heavy state once per process (optional)."""
+        """Load heavy state once per run (optional; the run, ``pipeline.process.Run``, calls
+        it once per stage object)."""
+
+    def release(self) -> None:
+        """Let what ``setup`` loaded go (the run ended; optional)."""
 
     def run(self, inputs: dict[str, Any], *, source=None, device: str = "cpu") -> dict[str, Any]:
         """Compute this stage's outputs for one video from ``inputs`` (and the media file

@@ -1,11 +1,13 @@
 """``ModelStage``: the base of the stages that run a network (features, teacher).
 
 What is here, shared by those stages:
-- **One model per process.**  ``setup`` looks the model up in a module-level cache keyed by
-  (stage name, config hash, device) and loads it only on a miss, so a stage object freshly
-  unpickled in a dask task finds the model its worker process already loaded.  The config hash
-  covers the weights' content, precision, device and ``compile``, not the batch size or the
-  weights' path (they do not change the model).  At most ``MAX_MODELS`` are kept.
+- **One model per run.**  ``setup`` looks the model up in the ``models`` dict its owner passes
+  (the run's, ``pipeline.process.Run``) keyed by (stage name, config hash, device) and loads it
+  only on a miss, so every stage object of one run (copies, unpickled ones) shares one model;
+  without one the stage loads its own.  ``release`` lets it go; nothing is kept at module
+  level, so a run's end frees its models.  The config hash covers the weights' content,
+  precision, device and ``compile``, not the batch size or the weights' path (they do not
+  change the model).
 - **Placement.**  ``for_device`` records in the config where the numbers are made: ``device``
   ("cpu" or "cuda") and ``precision`` ("fp32", or "bf16" by default on CUDA).  Both are hashed,
   so CPU and GPU numbers never share a cache key.  It touches no GPU.
@@ -22,9 +24,7 @@ Not here: what a stage computes (``prepare``/``forward`` in ``stages/features.py
 """
 from __future__ import annotations
 
-import collections
 import copy
-import dataclasses
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -34,10 +34,6 @@ from .base import Stage
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICE_KINDS = ("", "cpu", "cuda")
-
-_MODELS: dict[tuple[str, str, str], Any] = {}     # (stage, config hash, device) -> loaded model
-MAX_MODELS = 4                                      # kept per process (the oldest goes first)
-LOADS: collections.Counter = collections.Counter()  # loads per key in this process (tests)
 
 
 class PlacementError(L2LError, ValueError):
@@ -57,11 +53,6 @@ def check_placement_fields(config: Any) -> None:
         raise ConfigError(f"device must be 'cpu' or 'cuda' (set by for_device), not {config.device!r}")
     if config.batch_size < 0:
         raise ConfigError(f"batch_size must be >= 0 (0: the device's default), not {config.batch_size}")
-
-
-def clear_models() -> None:
-    """Forget every model this process loaded (tests; frees their memory)."""
-    _MODELS.clear()
 
 
 class ModelStage(Stage):
@@ -113,11 +104,11 @@ class ModelStage(Stage):
         if c.device == kind and c.precision == precision:
             return self
         new = copy.copy(self)
-        new.config = dataclasses.replace(c, device=kind, precision=precision)
-        for f in dataclasses.fields(c):      # content hashes taken when the config was made
-            if not f.init:                   # stay: placing it does not re-read any file
-                object.__setattr__(new.config, f.name, getattr(c, f.name))
-        new.model, new.device = None, None
+        new.config = copy.copy(c)            # not ``replace``: its ``__post_init__`` would
+        object.__setattr__(new.config, "device", kind)          # re-read the weights to hash
+        object.__setattr__(new.config, "precision", precision)  # them; the content hashes
+        check_placement_fields(new.config)                      # taken when the config was
+        new.model, new.device = None, None                      # made stay
         return new
 
     def placed(self, device: str) -> "ModelStage":
@@ -129,23 +120,28 @@ class ModelStage(Stage):
                                  f"(its cache key says so) but asked to run on {device}")
         return self if self.config.device else self.for_device(device)
 
-    def setup(self, device: str = "cpu") -> None:
-        """Point ``self.model`` at this process's model for this config and device, loading it
-        on the first call only (cheap afterwards, whichever object asks)."""
+    def setup(self, device: str = "cpu", models: dict | None = None) -> None:
+        """Point ``self.model`` at the model for this config and device: the one in ``models``
+        (the owner's: stage name, config hash, device -> model), loaded into it on a miss; or,
+        without ``models``, this object's own, loaded on its first call."""
         device = str(device)
+        if models is None and self.model is not None and self.device == device:
+            return
         placed = self.placed(device)
         key = (self.name, placed.config_hash, device)
-        model = _MODELS.get(key)
+        model = None if models is None else models.get(key)
         if model is None:
             model = placed.load_model(device)
             if placed.config.compile:
                 import torch
                 model = torch.compile(model, dynamic=False)
-            while len(_MODELS) >= MAX_MODELS:
-                _MODELS.pop(next(iter(_MODELS)))
-            _MODELS[key] = model
-            LOADS[key] += 1
+            if models is not None:
+                models[key] = model
         self.model, self.device = model, device
+
+    def release(self) -> None:
+        """Let the model go (the run ended)."""
+        self.model, self.device = None, None
 
     def batch_size(self, device: str) -> int:
         if self.config.batch_size:

@@ -158,11 +158,11 @@ def test_backend_asked_for_is_recorded_whatever_the_suffix(activitynet_set):
 def test_videos_decoded_at_once_change_nothing_stored(activitynet_set, monkeypatch, slots):
     """Decode-ahead (several videos of a shard decoded at once, one decoder thread each) stores
     the same arrays, provenance and failures as one video after another."""
-    import l2l.pipeline.work as work
+    from l2l.pipeline.process import Run
     root, vids, ann = activitynet_set
-    monkeypatch.setattr(work, "decode_slots", lambda: 1)
+    monkeypatch.setattr(Run, "decode_slots", lambda self: 1)
     assert _extract(root / "one", vids, ann, "--stages", "decode,spectrogram").exit_code == 0
-    monkeypatch.setattr(work, "decode_slots", lambda: slots)
+    monkeypatch.setattr(Run, "decode_slots", lambda self: slots)
     r = _extract(root / "many", vids, ann, "--stages", "decode,spectrogram")
     assert r.exit_code == 0 and "done 3 / skipped 0 / failed 3" in r.output, r.output
     a, b = open_store(root / "one"), open_store(root / "many")

@@ -12,7 +12,6 @@ import torch
 from l2l.models.students import build_student, save_student
 from l2l.models.teacher import normalise_clips, teacher
 from l2l.stages.features import Features, FeaturesConfig
-from l2l.stages.model import clear_models
 from l2l.stages.teacher import TeacherConfig, TeacherStage
 from helpers import random_moments as moments
 
@@ -69,10 +68,9 @@ def test_features_cache_key_follows_the_checkpoint_content(checkpoints, tmp_path
     # dataclasses.replace (how the pipeline applies --student) re-reads the hash
     swapped = dataclasses.replace(s0.config, checkpoint=str(checkpoints[1]))
     assert swapped.checkpoint_hash == s1.config.checkpoint_hash
-    # a checkpoint replaced after the config was made is refused when a process loads it (a
-    # process that already holds the model for this hash keeps using it: the right numbers)
+    # a checkpoint replaced after the config was made is refused when a run loads it (a run
+    # that already holds the model for this hash keeps using it: the right numbers)
     shutil.copy(checkpoints[1] / "student.pt", moved)
-    clear_models()
     with pytest.raises(ValueError, match="is not the configured"):
         same.setup("cpu")
 

@@ -79,27 +79,28 @@ def test_teacher_run_batch_equals_run_per_video_bitwise_on_cpu(teacher_weights):
             assert np.array_equal(got[k], alone[k]), k
 
 
-def test_model_loaded_once_per_process_across_unpickled_copies(checkpoint, monkeypatch):
+def test_model_loaded_once_per_run_across_unpickled_copies(checkpoint, monkeypatch, tmp_path):
     import l2l.models.students as students
+    from l2l.pipeline.process import Run
     calls = []
     real = students.load_student
     monkeypatch.setattr(students, "load_student", lambda p: calls.append(p) or real(p))
     stage = Features(FeaturesConfig(checkpoint=str(checkpoint), batch_size=3)).for_device("cpu")
-    model_mod.clear_models()
     a, b = pickle.loads(pickle.dumps(stage)), pickle.loads(pickle.dumps(stage))
     assert a.model is None and b.model is None         # the model is not pickled
-    a.setup("cpu")
-    b.setup("cpu")
-    a.setup("cpu")                                     # idempotent
-    assert len(calls) == 1 and a.model is b.model
-    x = moments(7, 2)
-    assert np.array_equal(a.run(x)["image"], b.run(x)["image"]) and len(calls) == 1
-    key = next(k for k in model_mod.LOADS if k[0] == "features" and k[2] == "cpu")
-    assert model_mod.LOADS[key] >= 1
-    # a stage never set up explicitly finds it too
+    with Run(tmp_path / "store", "cpu") as run:
+        run.ensure_setup(a)
+        run.ensure_setup(b)
+        run.ensure_setup(a)                            # idempotent
+        assert len(calls) == 1 and a.model is b.model and len(run.models) == 1
+        x = moments(7, 2)
+        assert np.array_equal(a.run(x)["image"], b.run(x)["image"]) and len(calls) == 1
+    assert a.model is None and b.model is None         # the run's end lets the model go
+    # a stage used outside any run loads its own model, once
     c = pickle.loads(pickle.dumps(stage))
     c.run(x)
-    assert len(calls) == 1
+    c.run(x)
+    assert len(calls) == 2
 
 
 def test_placement_is_in_the_key_and_touches_no_gpu(checkpoint, teacher_weights, monkeypatch):
