@@ -2,93 +2,36 @@
 epoch in memory and streamed (``--memory-budget``), and of ``evaluate``, each run as the CLI
 command a user types (a subprocess, its peak RSS from ``wait4``).
 
-The store (``build_store``): ``--videos`` (20,000) features-only videos split as ActivityNet's
-(50 % training, 25 % validation, the rest testing, unlabelled), 200 classes, lengths drawn
-from a log-normal around 215 moments (10 to 1,500: ActivityNet-like; 4.3 M moments at 20,000
-videos), three (N, 512) float16 features ``image``, ``audio`` and ``imageaudio``, each a class
-direction plus noise (so the skim model has something to learn).  It is built once under
-``--work`` and reused.  This is the train/eval half of the scale benchmark; the index half
-(open, commit, ``store info``, ``verify``) is ``bench_scale.py``.
+The store: ``bench_scale.build_store(kind="activitynet")``: ``--videos`` (20,000) features-only
+videos of 30-400 moments (4.3 M moments at 20,000 videos), 200 classes, a quarter in
+"validation", three (N, 512) float16 features with a class signal.  It is built once under
+``--work`` and reused.  The runs: ``train-skim`` for one epoch (``--epochs 1 --min-steps 0``,
+batch 256, T = 10, validation scored after the epoch as always) with a budget larger than the
+features (in memory) and with ``--memory-budget`` (streamed), then ``evaluate`` on the
+validation subset, one after the other.  This is the train/eval half of the scale benchmark;
+the index half (open, commit, ``store info``, ``verify``) is ``bench_scale.py``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record, table  # noqa: E402
-
-FIELDS = ("image", "audio", "imageaudio")
-
-
-def lengths_for(videos: int, seed: int = 0) -> np.ndarray:
-    """ActivityNet-like moment counts: log-normal, median ~170, mean ~215, within 10..1500."""
-    rng = np.random.default_rng((seed, 1))
-    return np.clip(np.round(rng.lognormal(np.log(170), 0.7, size=videos)), 10, 1500).astype(np.int64)
-
-
-def build_store(path: Path, videos: int, *, classes: int = 200, seed: int = 0,
-                fields=FIELDS, shard: int = 64, commit_every: int = 2048) -> dict:
-    """A features-only store of ``videos`` videos (see the module docstring), built through
-    l2l's store API; returns {"videos", "moments"}.  Reused when it is already complete."""
-    from l2l.store import ArrayRecord, Put, VideoMeta, create_store, open_store
-    path = Path(path)
-    lengths = lengths_for(videos, seed)
-    if path.exists():
-        st = open_store(path)
-        if len(st.ids()) == videos:
-            return {"videos": videos, "moments": int(lengths.sum())}
-    st = create_store(path)
-    names = [f"class{c:03d}" for c in range(classes)]
-    st.update_info({"classes": names, "fields": list(fields)})
-    rng = np.random.default_rng(seed)
-    centres = {f: rng.standard_normal((classes, 512), np.float32) for f in fields}
-    rec = {f: ArrayRecord(stage="features", config={"type": "features", "field": f}, key=f"bench-{f}",
-                          upstream={}, versions={}) for f in fields}
-    n_train, n_val = videos // 2, videos // 4
-    done = set(st.ids())
-    items, since = [], 0
-    for i, n in enumerate(lengths):
-        vid = f"v{i:06d}"
-        if vid in done:
-            continue
-        c = int(rng.integers(classes))
-        subset = "training" if i < n_train else "validation" if i < n_train + n_val else "testing"
-        meta = VideoMeta(id=vid, labels=(names[c],) if subset != "testing" else (), subset=subset,
-                         duration=float(n) * 16 / 30, fps=30.0, num_moments=int(n), has_audio=True)
-        arrays = {}
-        for f in fields:
-            a = rng.standard_normal((int(n), 512), np.float32)
-            a += 0.5 * centres[f][c]
-            arrays[f] = a.astype(np.float16)
-        items.append(Put(meta, arrays, dict(rec), True))
-        if len(items) == shard:
-            st.put_many(items)
-            since += len(items)
-            items = []
-        if since >= commit_every:
-            st.commit()
-            since = 0
-            print(f"  {i + 1} videos", flush=True)
-    st.put_many(items)
-    st.commit()
-    return {"videos": videos, "moments": int(lengths.sum())}
-
+from bench_scale import build_store  # noqa: E402  (the shared store builder)
 
 def run_cli(argv: list[str], log: Path) -> dict:
     """``l2l argv`` as a subprocess: wall seconds and peak RSS (GiB, of the process tree's
     largest process: ``ru_maxrss`` of the waited-for child)."""
     t = time.perf_counter()
     with open(log, "w") as f:
-        p = subprocess.Popen([sys.executable, "-m", "l2l.cli.main", *argv], stdout=f,
+        p = subprocess.Popen([sys.executable, "-c", "from l2l.cli.main import main; main()", *argv], stdout=f,
                              stderr=subprocess.STDOUT)
         _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
@@ -114,13 +57,18 @@ def main():
     args.work.mkdir(parents=True, exist_ok=True)
     store = args.work / f"store-{args.videos}.zarr"
     t = time.perf_counter()
-    facts = build_store(store, args.videos)
+    if not (store / "zarr.json").exists():
+        facts = build_store(store, args.videos, kind="activitynet", progress=True)
+    else:
+        from l2l.store import open_store
+        st = open_store(store)
+        facts = {"videos": len(st.ids()), "moments": sum(st.meta(v).num_moments for v in st.ids())}
     print(f"store {store}: {facts} ({time.perf_counter() - t:.0f} s)", flush=True)
     if args.only_build:
         return
     skip = set(filter(None, args.skip.split(",")))
     common = ["--store", str(store), "--epochs", "1", "--min-steps", "0", "--device", "cpu",
-              "--no-progress", "--val-subset", "validation"]
+              "--no-progress"]
     runs = {}
     for name, budget in (("memory", "1000"), ("stream", str(args.budget))):
         if name in skip:
