@@ -117,7 +117,8 @@ class FeatureSet:
         hint = (f" (skimming needs the {', '.join(names)} features: run `l2l extract` with the "
                 "student features first)")
         if labelled or stream:
-            metas = [store.meta(v) for v in ids]
+            got = store.stored(ids)                 # one index query for every video
+            metas = [got[v][0] if v in got else store.meta(v) for v in ids]
             if labelled:
                 keep = [i for i, m in enumerate(metas) if m.labels]
                 ids, metas = [ids[i] for i in keep], [metas[i] for i in keep]
@@ -148,7 +149,7 @@ class FeatureSet:
         recs = store.records(ids[0])
         row = sum(int(np.prod(recs[n].shape[1:], dtype=np.int64)) * np.dtype(recs[n].dtype).itemsize
                   for n in names if n in recs)
-        return row * sum(store.meta(v).num_moments for v in ids)
+        return row * sum(store.moments(ids).values())
 
     def labelled(self) -> "FeatureSet":
         keep = [i for i, lab in enumerate(self.labels) if lab]
@@ -251,6 +252,13 @@ class FeatureSet:
         for r, v in enumerate(videos):
             t[r, self.labels[v]] = 1.0 / len(self.labels[v])
         return t
+
+
+def labelled_ids(store, subset: str) -> list[str]:
+    """The ids of ``subset``'s videos that have labels (one index query)."""
+    ids = store.ids(subset)
+    got = store.stored(ids)
+    return [v for v in ids if v in got and got[v][0].labels]
 
 
 def choose_streaming(store, sets: Sequence[tuple[Sequence[str], Sequence[str]]],

@@ -40,7 +40,7 @@ import numpy as np
 
 from l2l.evaluation import baselines as BL
 from l2l.evaluation import cost as CO
-from l2l.evaluation.featureset import FeatureSet, choose_streaming, memory_budget
+from l2l.evaluation.featureset import FeatureSet, choose_streaming, labelled_ids, memory_budget
 from l2l.evaluation.figures import plot_gflops, plot_steps, plot_stride, write_report
 from l2l.evaluation.metrics import results_from_scores, summary
 from l2l.evaluation.passes import Variant, baseline_pass, skim_pass
@@ -116,7 +116,7 @@ def evaluate(features, checkpoint, out, *, subset: str = "validation", seed: int
     rec = (ck.get("recognizer") or {}).get("features") or None
     extra = [*base_banks, *([rec] if rec else [])]
     names = list(dict.fromkeys([*cfg.features, *extra]))
-    ids = [v for v in store.ids(subset) if store.meta(v).labels]
+    ids = labelled_ids(store, subset)
     stream = choose_streaming(store, [(names, ids)], budget)[0]
     data = FeatureSet.from_store(store, cfg.features, subset=subset, classes=classes, ids=ids,
                                  extra=extra, stream=stream)

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from l2l.evaluation.featureset import (FeatureSet, choose_streaming, memory_budget,  # noqa: F401
-                                       predict)                       # (re-exported)
+from l2l.evaluation.featureset import (FeatureSet, choose_streaming, labelled_ids,  # noqa: F401
+                                       memory_budget, predict)        # (re-exported)
 from l2l.evaluation.metrics import summary
 from l2l.models.skim import (CHECKPOINT, FORMAT, SkimError, SkimNet, build_skim,  # noqa: F401
                              load_skim, resolve_device, skim_from_student)
@@ -229,8 +229,7 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
     rec_dim = 0
     names = list(model.config.features)
     extra = [config.recognition_features] if config.recognition_features else []
-    labelled = {sub: [v for v in store.ids(sub) if store.meta(v).labels]
-                for sub in (config.train_subset, config.val_subset)}
+    labelled = {sub: labelled_ids(store, sub) for sub in (config.train_subset, config.val_subset)}
     stream = choose_streaming(store, [([*names, *extra], labelled[config.train_subset]),
                                       (names, labelled[config.val_subset])], budget)
     train = FeatureSet.from_store(store, names, subset=None, classes=classes, extra=extra,
