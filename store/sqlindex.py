@@ -82,11 +82,19 @@ class SqlIndex:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._owner = os.getpid()                # the process whose lock and connection these are
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._records: dict[str, dict] = {}      # rid -> record (immutable once written)
 
     # ---- connection ----------------------------------------------------------------------
+    def _guard(self) -> threading.RLock:
+        """The lock around the connection; a forked child (a dask worker) gets a fresh one (the
+        parent's may have been held by another thread at the fork) and opens its own connection."""
+        if self._owner != os.getpid():
+            self._lock, self._conn, self._owner = threading.RLock(), None, os.getpid()
+        return self._lock
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             if not self.path.is_file():
@@ -106,13 +114,13 @@ class SqlIndex:
         return self._conn
 
     def close(self) -> None:
-        with self._lock:
+        with self._guard():
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
 
     def _q(self, sql: str, args=()) -> list:
-        with self._lock:
+        with self._guard():
             try:
                 return self._db().execute(sql, args).fetchall()
             except sqlite3.DatabaseError as e:
@@ -189,7 +197,7 @@ class SqlIndex:
         read in one transaction."""
         ids = list(dict.fromkeys(ids))
         out: dict[str, dict] = {}
-        with self._lock:
+        with self._guard():
             db = self._db()
             db.execute("BEGIN")
             try:
@@ -298,7 +306,7 @@ class SqlIndex:
 
     # ---- writing (under the store's commit lock) ----------------------------------------
     def _write(self, fn) -> object:
-        with self._lock:
+        with self._guard():
             db = self._db()
             try:
                 db.execute("BEGIN IMMEDIATE")

@@ -328,3 +328,33 @@ def test_the_hdf5_index_is_fsynced(tmp_path, monkeypatch):
     synced.clear()
     st.set_info("k", 1)                # an index-only change
     assert synced
+
+
+def test_a_forked_child_reads_the_index_even_while_a_parent_thread_holds_its_lock(tmp_path):
+    """Dask forks its workers from the parent, whose other threads may be asking the index at
+    that moment: the child opens its own connection under a fresh lock (no deadlock)."""
+    import os
+    import threading
+    st = create_store(tmp_path / "s")
+    _fill(st, 1)
+    ix = st._ix()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with ix._guard():
+            held.set()
+            release.wait()
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:                                  # the child: exit code says what it read
+            import signal
+            signal.alarm(20)
+            os._exit(0 if st.has("v0") and st.meta("v0").num_moments == 3 else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        t.join()
+    assert os.waitstatus_to_exitcode(status) == 0
