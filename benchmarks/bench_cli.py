@@ -175,6 +175,7 @@ def realistic(args, work: Path) -> tuple[str, dict]:
     walls = {c: [] for c in configs}
     logs = {c: [] for c in configs}
     tc_moments = tc_import = None
+    failures: list[str] = []
     for rep in range(args.reps):
         order = configs[rep % 4:] + configs[:rep % 4]
         for c in order:
@@ -184,25 +185,35 @@ def realistic(args, work: Path) -> tuple[str, dict]:
                 w, tc_moments, tc_import = R.torchcodec_run(paths)
                 walls[c].append(w)
             else:
-                w, t = l2l_run(root, work / f"real-{c}-{rep}", int(c[-1]), csv=True)
+                try:
+                    w, t = l2l_run(root, work / f"real-{c}-{rep}", int(c[-1]), csv=True)
+                except SystemExit as e:          # a failed run is reported, not hidden
+                    failures.append(f"rep {rep + 1} {c}: {' '.join(str(e).split())[:300]}")
+                    print(failures[-1], flush=True)
+                    shutil.rmtree(work / f"real-{c}-{rep}", ignore_errors=True)
+                    continue
                 walls[c].append(w)
                 logs[c].append(t)
             print(f"rep {rep + 1}: {c:10s} {walls[c][-1]:7.2f} s wall (load {os.getloadavg()[0]:.1f})",
                   flush=True)
+    configs = [c for c in configs if walls[c]]
     med = {c: statistics.median(walls[c]) for c in configs}
-    moments = logs["l2l-1"][0]["moments"]
+    moments = next((logs[c][0]["moments"] for c in ("l2l-1", "l2l-2") if logs[c]), None)
     rows = [[c, f"{med[c]:.2f}", " ".join(f"{x:.2f}" for x in walls[c]),
              f"{med['ffmpeg'] / med[c]:.2f}x"] for c in configs]
     out = table(["run", "median wall s", "runs (s)", "speed vs ffmpeg CLI"], rows)
+    ran = [c for c in ("l2l-1", "l2l-2") if logs[c]]
     brk = [[label] + [f"{statistics.median([t.get(key, 0.0) for t in logs[c]]):.2f}"
-                      for c in ("l2l-1", "l2l-2")] for key, label in PARTS]
+                      for c in ran] for key, label in PARTS]
     out += (f"\n\n{len(paths)} files, {moments} moments (torchcodec: {tc_moments}; its import "
             f"{tc_import:.2f} s is in its wall time, as l2l's start-up is in l2l's).\n\n"
             "l2l breakdown (median seconds; per-video parts summed over videos):\n\n"
-            + table(["part", "--workers 1", "--workers 2"], brk))
-    return out, {"median": med, "runs": walls, "moments": moments, "scale": args.scale,
+            + table(["part"] + [f"--workers {c[-1]}" for c in ran], brk)
+            + ("\n\nFailed runs:\n" + "\n".join(f"- {f}" for f in failures) if failures else ""))
+    return out, {"median": med, "failures": failures, "runs": walls, "moments": moments,
+                 "scale": args.scale,
                  "files": [p.name for p in paths], "torchcodec_moments": tc_moments,
-                 "breakdown": {c: logs[c] for c in ("l2l-1", "l2l-2")}}
+                 "breakdown": {c: logs[c] for c in ran}}
 
 
 SPIN = "import time\nt = time.perf_counter()\ns = 0\nfor i in range(20_000_000):\n    s += i\nprint(time.perf_counter() - t)"

@@ -2,8 +2,8 @@
 
 A moment is every ``MOMENT_STRIDE``-th tick of a ``GRID_RATE`` per second timeline (the paper's
 30 fps: moment k at k x 16/30 s, its frame the last decoded frame at or before that time;
-``core/timeline.py``; the decode stage's ``grid="frames"`` makes ticks decoded frames); its image is ``FRAME_SIZE`` x
-``FRAME_SIZE`` RGB (short side resized, centre crop); its audio is ``AUDIO_WINDOW`` s of mono
+``core/timeline.py``; the decode stage's ``grid="frames"`` makes ticks decoded frames); its
+image is ``FRAME_SIZE`` x ``FRAME_SIZE`` RGB (short side resized, centre crop); its audio is ``AUDIO_WINDOW`` s of mono
 ``SAMPLE_RATE`` Hz sound starting at the moment's time, turned into a (``LOGMEL_FRAMES``,
 ``LOGMEL_BANDS``) log-mel spectrogram; its features are ``FEATURE_DIM``-d.
 """
