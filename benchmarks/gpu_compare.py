@@ -55,15 +55,21 @@ def main() -> None:
         save_student(build_student(num_classes=400), ck, config={}, classes=[str(i) for i in range(400)])
         tw = Path(d) / "teacher.pt"
         torch.save(teacher().state_dict(), tw)
+        models = {}                  # one model per config, as a run shares it (process.Run)
+
+        def placed(stage, device):
+            stage = stage.for_device(device)
+            stage.setup(device, models=models)
+            return stage
         for name, make, inputs, batches in (
                 ("features", lambda **kw: Features(FeaturesConfig(checkpoint=str(ck), **kw)), x, (64, 16)),
                 ("teacher", lambda **kw: TeacherStage(TeacherConfig(weights=str(tw), **kw)), clips, (8, 2))):
-            ref = make(batch_size=batches[0]).for_device("cpu").run_batch(inputs)[0]
+            ref = placed(make(batch_size=batches[0]), "cpu").run_batch(inputs)[0]
             report(f"{name} CPU fp32 batch {batches[1]}",
-                   diff(ref, make(batch_size=batches[1]).for_device("cpu").run_batch(inputs)[0]))
+                   diff(ref, placed(make(batch_size=batches[1]), "cpu").run_batch(inputs)[0]))
             if cuda:
                 for prec in ("fp32", "bf16"):
-                    got = make(precision=prec).for_device("cuda").run_batch(inputs, device="cuda")[0]
+                    got = placed(make(precision=prec), "cuda").run_batch(inputs, device="cuda")[0]
                     report(f"{name} CUDA {prec}", diff(ref, got))
 
 
