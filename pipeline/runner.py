@@ -53,6 +53,8 @@ from .work import BATCH_MOMENTS, process_stream
 SHARD_VIDEOS = 16            # most videos per dask task
 SERIAL_SHARD_VIDEOS = 4      # videos per parcel in the serial runner (one parcel, one segment)
 START_TIMEOUT = float(os.environ.get("L2L_START_TIMEOUT", "120"))   # seconds
+RESOURCE_WAIT = float(os.environ.get("L2L_RESOURCE_WAIT", "30"))   # seconds, for a worker
+#                                                with the model's resources to (re)join
 GPU_BATCH = BATCH_MOMENTS    # kept for callers of the old keyword
 
 
@@ -248,8 +250,19 @@ def _start_all(client, token: str, store_path: str, blob: bytes, device: str, re
     if not info:
         client.wait_for_workers(1, timeout=START_TIMEOUT)
         info = client.scheduler_info(n_workers=-1)["workers"]
-    addrs = [a for a, w in info.items()
-             if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items())]
+
+    def able(info):
+        return [a for a, w in info.items()
+                if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items())]
+
+    addrs = able(info)
+    # A worker that offers the resources may be starting, or restarting under its nanny after
+    # a crash: wait for one, bounded, before saying there is none.
+    deadline = time.monotonic() + RESOURCE_WAIT
+    while not addrs and time.monotonic() < deadline:
+        time.sleep(0.25)
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        addrs = able(info)
     if not addrs:
         raise RunnerError(f"no worker offers {resources} (start GPU workers with "
                           "`dask worker ... --resources GPU=1`)")
