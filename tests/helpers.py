@@ -65,6 +65,22 @@ def write_video(path: Path, *, frames: int = 48, size: tuple[int, int] = (64, 48
 
 
 # ---- the moment grid, computed independently of l2l ------------------------------------------
+def mux_stereo_tone(out, stream, seconds: float, freqs=(500, 900)) -> None:
+    """Encode ``seconds`` of a 44.1 kHz stereo tone (one frequency per channel) into ``stream``
+    of the open container ``out``, in 1,024-sample frames, and flush it."""
+    m = int(seconds * 44100)
+    t = np.arange(m) / 44100
+    tone = np.stack([0.4 * np.sin(2 * np.pi * freqs[0] * t), 0.3 * np.sin(2 * np.pi * freqs[1] * t)])
+    for s in range(0, m, 1024):
+        af = av.AudioFrame.from_ndarray(tone[:, s:s + 1024].astype(np.float32).copy(),
+                                        format="fltp", layout="stereo")
+        af.sample_rate, af.pts = 44100, s
+        for p in stream.encode(af):
+            out.mux(p)
+    for p in stream.encode():
+        out.mux(p)
+
+
 def fps_filter_picks(path: Path, rate: int = 30, stride: int = 16) -> list[int]:
     """FFmpeg's own choice of frames on the 30 fps timeline: the decoded frames pushed through
     libavfilter's ``fps=30:round=up`` (PyAV's filter graph; output tick u shows the last frame

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers import write_raw
+from helpers import mux_stereo_tone, write_raw
 from l2l.core.audio_windows import AudioWindows, BlockResampler
 from l2l.core.errors import L2LError
 from l2l.core.media import ClipSpec, DecodeError, read_frames, read_moments
@@ -38,17 +38,7 @@ def _textured_video(path: Path, frames: int = 40, size=(80, 60)) -> Path:
                 out.mux(p)
         for p in vs.encode():
             out.mux(p)
-        n = int(frames / 30 * 44100)
-        t = np.arange(n) / 44100
-        tone = np.stack([0.4 * np.sin(2 * np.pi * 500 * t), 0.3 * np.sin(2 * np.pi * 900 * t)])
-        for s in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(tone[:, s:s + 1024].astype(np.float32).copy(),
-                                            format="fltp", layout="stereo")
-            af.sample_rate, af.pts = 44100, s
-            for p in aus.encode(af):
-                out.mux(p)
-        for p in aus.encode():
-            out.mux(p)
+        mux_stereo_tone(out, aus, frames / 30, (500, 900))
     return path
 
 

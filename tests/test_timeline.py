@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers import fps_filter_picks
+from helpers import fps_filter_picks, mux_stereo_tone
 from l2l.core.hashing import stable_hash
 from l2l.core.timeline import Timeline
 from l2l.stages.decode import Decode, DecodeConfig, decode_video
@@ -42,17 +42,7 @@ def _tagged(path: Path, fps: int, seconds: float = 2.0, times=None, audio: bool 
         for p in vs.encode():
             out.mux(p)
         if aus is not None:
-            m = int((times[-1] if times is not None else seconds) * 44100)
-            t = np.arange(m) / 44100
-            tone = np.stack([0.4 * np.sin(2 * np.pi * 500 * t), 0.3 * np.sin(2 * np.pi * 700 * t)])
-            for s in range(0, m, 1024):
-                af = av.AudioFrame.from_ndarray(tone[:, s:s + 1024].astype(np.float32).copy(),
-                                                format="fltp", layout="stereo")
-                af.sample_rate, af.pts = 44100, s
-                for p in aus.encode(af):
-                    out.mux(p)
-            for p in aus.encode():
-                out.mux(p)
+            mux_stereo_tone(out, aus, times[-1] if times is not None else seconds, (500, 700))
     return path
 
 
