@@ -17,7 +17,7 @@ real student instead (the weights do not change the cost).
 
 With ``--model-wait-us``, the stand-in model waits with the CPU idle, as a host waits for a GPU:
 the overhead then shows what is not hidden behind the model (reading the next group's inputs
-runs in a reader thread meanwhile).
+runs in the read step meanwhile).
 """
 from __future__ import annotations
 
