@@ -163,7 +163,7 @@ def fail(store, job: Job, e: BaseException) -> None:
                                  labels=tuple(video.labels)))
     job.outcome = Outcome(video.id, "failed", job.current, line, time.perf_counter() - job.t0,
                           timings=dict(job.timings))
-    job.values, job.arrays = {}, {}
+    job.values, job.arrays, job.decoded = {}, {}, None
 
 
 def meta_of(video: VideoRecord, decoded: dict | None, store) -> VideoMeta:

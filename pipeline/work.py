@@ -85,7 +85,7 @@ def process_stream(run: Run, videos: Sequence[VideoRecord], stages: Sequence[Sta
     steps = Steps()
     try:
         decoded, groups, out = steps.pipe(handoff=True), steps.pipe(handoff=True), steps.pipe()
-        steps.start("decode", flow.decode, [Job(v) for v in videos], decoded)
+        steps.start("decode", flow.decode, videos, decoded)
         if flow.batch:
             read = steps.pipe(handoff=True)
             parcels = steps.pipe(handoff=True)
@@ -136,12 +136,13 @@ class _Flow:
             return e
         return None
 
-    def decode(self, jobs: list[Job], emit) -> None:
+    def decode(self, videos: Sequence[VideoRecord], emit) -> None:
+        jobs = (Job(v) for v in videos)          # (made as they start: none held past its end)
         if self.slots <= 1:
             for job in jobs:
                 self._decoded(job, self._start(job), emit)
             return
-        pool, todo, window = self.run.pool("decode", self.slots), iter(jobs), deque()
+        pool, todo, window = self.run.pool("decode", self.slots), jobs, deque()
         try:
             for job in itertools.islice(todo, self.slots):
                 window.append((job, pool.submit(self._start, job)))
@@ -210,6 +211,7 @@ class _Flow:
         for items in parcels:
             stage_parcel(self.store, [(put, job) for job, put in items if put is not None])
             emit([job for job, _ in items])
+            del items                            # (its arrays go now, not with the next one)
 
 
 class _Parcel:
@@ -229,7 +231,7 @@ class _Parcel:
             if j.outcome is None:
                 meta = meta_of(j.video, j.decoded, self.store)
                 put = Put(meta, j.arrays, j.records, j.decoded is not None and "decode" in j.todo)
-                j.values = {}                    # transients (audio windows, clips) go now
+                j.values, j.decoded = {}, None   # transients (audio windows, clips) go now
                 self.live += 1
                 self.nbytes += sum(a.nbytes for a in j.arrays.values())
             self.items.append((j, put))
