@@ -1,7 +1,7 @@
 """The threads of one extraction stream and the bounded queues that join them.
 
 ``Steps`` runs each step of ``work.process_stream`` (decode, compute, read, model, write) as one
-thread, ``l2l-<step>``, that owns its state and talks to the others only through ``Pipe``s:
+thread, ``l2l-<step>`` (in a copy of the caller's context variables), that owns its state and talks to the others only through ``Pipe``s:
 bounded ``queue.Queue``s holding one item at most.  With ``handoff`` (the big items: decoded
 videos, groups, parcels), a ``put`` also waits until the next step has taken the item, so a step
 holds at most the item it works on and the one it hands over.  A slow step therefore holds up
@@ -19,6 +19,7 @@ Not here: what the steps do (``work.py``).
 """
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from typing import Any, Callable, Iterable, Iterator
@@ -97,7 +98,10 @@ class Steps:
                     if self.error is None:
                         self.error = e
                 self.stop.set()
-        t = threading.Thread(target=main, name=f"l2l-{name}")
+        # (in a copy of the caller's context: what a stage may ask of it, e.g. dask's
+        # ``get_worker``, answers as it would in the caller's thread)
+        t = threading.Thread(target=contextvars.copy_context().run, args=(main,),
+                             name=f"l2l-{name}")
         self.threads.append(t)
         t.start()
 
