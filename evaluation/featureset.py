@@ -65,17 +65,20 @@ def _labels(metas, classes: Sequence[str]) -> list[list[int]]:
 
 
 def _gather(arrays: dict, offsets: np.ndarray, names: Sequence[str], starts: np.ndarray,
-            lengths: np.ndarray, device):
-    """Banks (B, L, D) float32 and mask (B, L): video b is rows offsets[b] + starts[b] + [0,
-    lengths[b]) of ``arrays`` (padding rows repeat the video's first row and are masked, so
-    that they are the same whichever rows ``arrays`` holds)."""
+            lengths: np.ndarray, device, dtype=torch.float32):
+    """Banks (B, L, D) and mask (B, L): video b is rows offsets[b] + starts[b] + [0,
+    lengths[b]) of ``arrays``; padding rows are zeros (the same whichever rows ``arrays``
+    holds; ``SkimNet`` then uses the banks without a zero-padded copy).  ``dtype`` None: the
+    stored dtype (a float16 batch is half the size while it waits in the read-ahead)."""
     L = int(lengths.max())
     pos = np.arange(L)[None, :]
     mask = pos < lengths[:, None]
     first = offsets[:, None] + starts[:, None]
-    rows = np.where(mask, first + pos, first)        # padding repeats the window's first row
+    rows = np.where(mask, first + pos, first)        # padding: the window's first row, zeroed
     rows_t = torch.from_numpy(rows)
-    banks = [arrays[n][rows_t].to(device=device, dtype=torch.float32) for n in names]
+    pad = torch.from_numpy(~mask).unsqueeze(-1)
+    banks = [arrays[n][rows_t].masked_fill_(pad, 0).to(device=device, dtype=dtype or arrays[n].dtype)
+             for n in names]
     return banks, torch.from_numpy(mask).to(device)
 
 
@@ -182,9 +185,10 @@ class FeatureSet:
         return arrays, got.offsets[:-1][where]
 
     def batch(self, videos: np.ndarray, names: Sequence[str], starts: np.ndarray | None = None,
-              lengths: np.ndarray | None = None, device="cpu"):
-        """Banks (one (B, L, D) float32 tensor per name) and mask (B, L) bool for ``videos``,
-        each the window [start, start + length) of its moments (default: all of them)."""
+              lengths: np.ndarray | None = None, device="cpu", dtype=torch.float32):
+        """Banks (one (B, L, D) float32 tensor per name; ``dtype`` None: as stored) and mask
+        (B, L) bool for ``videos``, each the window [start, start + length) of its moments
+        (default: all of them); padding rows are zeros."""
         videos = np.asarray(videos)
         if lengths is None:
             lengths = self.lengths[videos]
@@ -194,7 +198,7 @@ class FeatureSet:
             arrays, first = self._read(videos, names)
         else:
             arrays, first = self.arrays, self.offsets[videos]
-        return _gather(arrays, first, names, starts, lengths, device)
+        return _gather(arrays, first, names, starts, lengths, device, dtype)
 
     def moments(self, videos: np.ndarray, names: Sequence[str], device="cpu"):
         """Every moment of ``videos``, unpadded: one (sum of their lengths, D) float32 tensor
@@ -217,11 +221,14 @@ class FeatureSet:
         current one is in use."""
         jobs = iter(jobs)
         get = (lambda v, s, n: self.moments(v, names)) if flat else \
-            (lambda v, s, n: self.batch(v, names, s, n))
+            (lambda v, s, n: self.batch(v, names, s, n, dtype=None))
+
+        def out(got):       # float32 on the device; the caller holds the only reference
+            return ([b.to(device=device, dtype=torch.float32) for b in got[0]],
+                    None if got[1] is None else got[1].to(device))
         if not self.streamed:
             for job in jobs:
-                banks, mask = get(*job)
-                yield [b.to(device) for b in banks], None if mask is None else mask.to(device)
+                yield out(get(*job))
             return
         ahead = PREFETCH if prefetch is None else max(1, prefetch)
         with ThreadPoolExecutor(1, thread_name_prefix="l2l-featureset") as pool:
@@ -230,11 +237,9 @@ class FeatureSet:
                 for job in jobs:
                     pending.append(pool.submit(get, *job))
                     if len(pending) > ahead:
-                        banks, mask = pending.pop(0).result()
-                        yield [b.to(device) for b in banks], None if mask is None else mask.to(device)
+                        yield out(pending.pop(0).result())
                 while pending:
-                    banks, mask = pending.pop(0).result()
-                    yield [b.to(device) for b in banks], None if mask is None else mask.to(device)
+                    yield out(pending.pop(0).result())
             finally:
                 for f in pending:
                     f.cancel()

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 from ..core.errors import ConfigError, L2LError
+from .skim_keys import KeyScores, packed_linear
 
 INDEXING = ("audiovisual", "visual", "single")
 READOUTS = ("inputs", "outputs")
@@ -100,12 +101,10 @@ class Key(nn.Module):
         self.bn = nn.BatchNorm1d(dim)
 
     def forward(self, bank: Tensor, mask: Tensor) -> Tensor:
-        packed = bank[mask]                                   # (M, D)
-        k = self.conv(packed.t().unsqueeze(0))                # (1, D, M)
-        k = F.relu(self.bn(k)).squeeze(0).t()                 # (M, D)
-        out = bank.new_zeros(bank.shape)
-        out[mask] = k
-        return out
+        """K as a tensor of the autograd graph; ``SkimNet`` uses ``KeyScores`` (same values,
+        a leaner backward: ``models/skim_keys.py``)."""
+        k = F.relu(self.bn(packed_linear(bank, mask, self.conv)))           # (M, D)
+        return bank.new_zeros(bank.shape).index_put((mask,), k)
 
 
 def query_mlp(hidden: int, dim: int) -> nn.Sequential:
@@ -162,15 +161,14 @@ class SkimNet(nn.Module):
         computed = mask & (pos % stride == 0)                        # (B, N)
         if not bool(computed.any(1).all()):
             raise ValueError("every video needs at least one real moment")
-        banks = [torch.where(computed.unsqueeze(-1), b, torch.zeros((), dtype=b.dtype,
-                                                                    device=b.device)) for b in banks]
+        banks = [zero_outside(b, computed, prefix=stride == 1) for b in banks]
         n_valid = computed.sum(1, keepdim=True).to(banks[0].dtype)   # (B, 1)
         x = self._fuse([b.sum(1) / n_valid for b in banks])           # x_0: (B, D)
         valid = computed
         if interpolate and stride > 1:
             banks = [interpolate_bank(b, mask, stride) for b in banks]
             valid = mask
-        keys = [key(banks[i], valid) for i, key in enumerate(self.keys)]
+        keys = [KeyScores(key, banks[i], valid) for i, key in enumerate(self.keys)]
         h = x.new_zeros(B, cfg.hidden)
         c = x.new_zeros(B, cfg.hidden)
         avail = [valid.clone() for _ in keys]
@@ -186,7 +184,7 @@ class SkimNet(nn.Module):
                 # may pick again: its mask is refilled
                 spent = ~avail[m].any(1, keepdim=True)
                 avail[m] = torch.where(spent, valid, avail[m])
-                score = torch.einsum("bd,bnd->bn", query(h), key) / math.sqrt(cfg.dim)
+                score = key.score(query(h), t) / math.sqrt(cfg.dim)
                 w = torch.softmax(score.masked_fill(~avail[m], float("-inf")), dim=1)
                 j = w.argmax(1)
                 avail[m][rows, j] = False
@@ -240,6 +238,20 @@ class SkimNet(nn.Module):
         w = chosen.to(probs.dtype)
         mean = (probs * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
         return torch.log(mean.clamp_min(1e-12))
+
+
+def zero_outside(bank: Tensor, keep: Tensor, *, prefix: bool) -> Tensor:
+    """``bank`` (B, N, D) with zeros wherever ``keep`` (B, N) is False.  ``prefix``: ``keep``
+    should be a prefix of each row; then a bank whose rows past it are zero already (as
+    ``FeatureSet`` pads) is returned as it is, not copied (a training step's largest input).
+    Otherwise, or when a padded row holds anything but zeros, a zero-filled copy."""
+    if prefix:
+        n = keep.sum(1)
+        pos = torch.arange(keep.shape[1], device=keep.device)
+        if bool(torch.equal(pos < n.unsqueeze(1), keep)) and \
+                not any(bool(bank[r, k:].any()) for r, k in enumerate(n.tolist())):
+            return bank
+    return torch.where(keep.unsqueeze(-1), bank, torch.zeros((), dtype=bank.dtype, device=bank.device))
 
 
 def interpolate_bank(bank: Tensor, mask: Tensor, stride: int) -> Tensor:

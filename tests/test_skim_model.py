@@ -186,6 +186,40 @@ def test_gradients_reach_indexing_but_not_psi():
         assert mod.weight.grad is not None and mod.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("readout", ["inputs", "outputs"])
+def test_lean_key_backward_equals_plain_autograd(readout):
+    """The training step's key path (models/skim_keys.py: packed product, ReLU-scatter keeping
+    only K, the steps' key gradients summed in one product) gives plain autograd's gradients,
+    the same forward bits, and updates BN's running statistics once."""
+    import copy
+    torch.manual_seed(9)
+    m = build_skim(num_classes=5, steps=4, readout=readout).train()
+    m.fusion.eval()
+    plain = copy.deepcopy(m)
+    bi, ba = banks(B=5, N=30, seed=3)
+    mask = torch.ones(5, 30, dtype=torch.bool)
+    for b, n in enumerate([30, 7, 19, 4, 25]):
+        mask[b, n:] = False
+        bi[b, n:] = 0
+        ba[b, n:] = 0
+    y = torch.tensor([0, 1, 2, 3, 4])
+    lean_out = m([bi, ba], mask)                        # banks need no gradient: lean path
+    nn.functional.cross_entropy(lean_out.logits, y).backward()
+    ref_out = plain([bi.requires_grad_(), ba.requires_grad_()], mask)   # plain autograd
+    nn.functional.cross_entropy(ref_out.logits, y).backward()
+    assert torch.equal(lean_out.logits, ref_out.logits)
+    assert torch.equal(lean_out.picks["image"], ref_out.picks["image"])
+    for (name, a), b in zip(m.named_parameters(), plain.parameters()):
+        if a.grad is None:
+            assert b.grad is None, name
+            continue
+        assert a.grad.abs().sum() > 0, name
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+    for a, b in zip(m.buffers(), plain.buffers()):
+        assert torch.equal(a, b)
+    assert m.keys[0].bn.num_batches_tracked == 1
+
+
 def test_skim_from_student_takes_psi_and_classifier():
     from l2l.models.skim import skim_from_student
     from l2l.models.students import build_student
