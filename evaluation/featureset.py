@@ -286,7 +286,7 @@ def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: SkimNet, data: FeatureSet, *, batch_size: int = 256, device="cpu",
             steps: int | None = None, aggregated: bool = True, stride: int = 1,
             interpolate: bool = False, recognition: str | None = None

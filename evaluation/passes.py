@@ -41,7 +41,7 @@ class Variant:
         return f"s{self.stride}" + ("-interpolated" if self.interpolate and self.stride > 1 else "")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def skim_pass(model, data: FeatureSet, variants: Sequence[Variant], *, batch_size: int,
               device, recognition: str | None = None, progress=None) -> dict:
     """Run every variant on each batch (videos by length, as ``predict``).  Returns

@@ -241,16 +241,12 @@ class SkimNet(nn.Module):
 
 
 def zero_outside(bank: Tensor, keep: Tensor, *, prefix: bool) -> Tensor:
-    """``bank`` (B, N, D) with zeros wherever ``keep`` (B, N) is False.  ``prefix``: ``keep``
-    should be a prefix of each row; then a bank whose rows past it are zero already (as
-    ``FeatureSet`` pads) is returned as it is, not copied (a training step's largest input).
-    Otherwise, or when a padded row holds anything but zeros, a zero-filled copy."""
-    if prefix:
-        n = keep.sum(1)
-        pos = torch.arange(keep.shape[1], device=keep.device)
-        if bool(torch.equal(pos < n.unsqueeze(1), keep)) and \
-                not any(bool(bank[r, k:].any()) for r, k in enumerate(n.tolist())):
-            return bank
+    """``bank`` (B, N, D) with zeros wherever ``keep`` (B, N) is False.  ``prefix``: try the
+    bank itself first: when its rows outside ``keep`` are zero already (as ``FeatureSet``
+    pads) it is returned as it is, not copied (a training step's largest input).  Otherwise,
+    or when such a row holds anything but zeros, a zero-filled copy."""
+    if prefix and not bool((bank.any(-1) & ~keep).any()):     # (any: NaN counts as non-zero)
+        return bank
     return torch.where(keep.unsqueeze(-1), bank, torch.zeros((), dtype=bank.dtype, device=bank.device))
 
 
