@@ -114,7 +114,8 @@ for path in sys.argv[1:]:
     end = md.end_stream_seconds or md.duration_seconds
     n = int((end - begin - 1e-6) * 30 // 16) + 1
     times = [begin + k * 16 / 30 for k in range(n)]
-    times = [t for t in times if t < end]
+    last = end - 1 / (md.average_fps or 30)   # the last frame's time (constant rate): a
+    times = [t for t in times if t <= last + 1e-6]   # moment exists while at or before it (l2l)
     frames = dec.get_frames_played_at(times).data
     audio = AudioDecoder(path, sample_rate=16000, num_channels=1).get_all_samples().data
     moments += len(frames)

@@ -187,11 +187,11 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
                     if video_done:
                         continue
                     if plan is not None:        # frames may be skipped: count by pts rank
-                        r = plan[0].get(frame.pts)
+                        r = plan.rank.get(frame.pts)
                         if r is None:
                             raise _NoSkip
                         n = fed = r
-                        kept += frame.pts in plan[1]
+                        kept += frame.pts in plan.keep
                     if trim:
                         t = _time(frame, n, fps)
                         if end is not None and t > end:       # past the part used: stop video
@@ -224,7 +224,7 @@ def read_moments(path: os.PathLike | str, *, stride: int = MOMENT_STRIDE, size: 
                     if not resampler.push(frame):            # near the buffer's bound: exact path
                         audio.last_time = _time(last, last_n, fps) if last is not None else None
                         resampler.push_one(frame)
-            if plan is not None and kept != len(plan[1]):
+            if plan is not None and kept != len(plan.keep):
                 raise _NoSkip                   # a needed frame did not come: decode them all
             if last is not None:
                 out.settle(line.finish(pos), last, last_n, _time(last, last_n, fps))
