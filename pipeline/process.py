@@ -63,6 +63,11 @@ class Run:
         mine = len(os.sched_getaffinity(0))
         return max(1, min(self._cores or mine, mine))
 
+    def set_cores(self, cores: int | None) -> None:
+        """The cores this run may use here from now on (the runner's share for the next shard;
+        None: the CPU affinity)."""
+        self._cores = cores
+
     def decode_slots(self) -> int:
         """Videos decoded at once: the cores, at most ``MAX_DECODES``."""
         return min(self.cores(), MAX_DECODES)

@@ -247,9 +247,12 @@ def _start_worker(token: str, store_path: str, blob: bytes, device: str, threads
     return ("", time.perf_counter() - t)
 
 
-def _shard_task(store_path, videos, blob, device, missing_reason, threads, token):
+def _shard_task(store_path, videos, blob, device, missing_reason, threads, token, cores=None):
+    """``cores``: what this shard may use (default ``threads``, the worker's share of its host);
+    the run's last shards get the host's cores (``run_dask``)."""
     _set_threads(threads)
     run = worker_run(token, store_path, blob, device, threads)
+    run.set_cores(cores or threads)
     return list(process_stream(run, videos, run.stages, missing_reason))
 
 
@@ -265,8 +268,10 @@ def _crash_outcomes(store_path: str, shard: list[VideoRecord], error: BaseExcept
 
 
 def _start_all(client, token: str, store_path: str, blob: bytes, device: str, resources: dict
-               ) -> tuple[dict, float]:
-    """Run ``_start_worker`` on every worker (that can take the tasks) and wait, bounded."""
+               ) -> tuple[dict, float, int]:
+    """Run ``_start_worker`` on every worker (that can take the tasks) and wait, bounded.
+    Returns (worker -> its share of its host's cores, the slowest start-up in seconds, the
+    cores of the smallest host)."""
     from distributed import wait
 
     info = client.scheduler_info(n_workers=-1)["workers"]
@@ -311,7 +316,7 @@ def _start_all(client, token: str, store_path: str, blob: bytes, device: str, re
         if line:
             raise RunnerError(f"worker {a} cannot start the extraction: {line}")
         slowest = max(slowest, seconds)
-    return threads, slowest
+    return threads, slowest, max(1, min(c or 1 for c in cores.values()))
 
 
 def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[Stage], *,
@@ -346,14 +351,20 @@ def run_dask(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[St
             blob = pickle.dumps(list(stages))
             run = uuid.uuid4().hex[:8]
             w = time.perf_counter()
-            threads, slowest = _start_all(client, run, store_path, blob, device, resources)
+            threads, slowest, host = _start_all(client, run, store_path, blob, device, resources)
             timings["worker_start"] = timings.get("worker_start", 0.0) + time.perf_counter() - w
             timings["worker_setup_slowest"] = slowest
             n_workers = len(threads)
             size = max(1, min(SHARD_VIDEOS, math.ceil(len(videos) / (4 * n_workers))))
             shards = _shards(store_path, largest_first(videos), stages, size)
+            # The last shards (one per worker) end the run while workers fall idle one by one:
+            # their decodes take every core of the host as FFmpeg threads (a thread count never
+            # changes a number), so the last, lone video does not decode on one core of two.
+            share = min(threads.values())
+            tail = len(shards) - n_workers
             futures = [client.submit(_shard_task, store_path, sh, blob, device, missing_reason,
-                                     min(threads.values()), run, key=f"l2l-shard-{run}-{i}",
+                                     share, run, host if i >= tail else share,
+                                     key=f"l2l-shard-{run}-{i}",
                                      retries=retries, pure=False,
                                      resources=resources or None)
                        for i, sh in enumerate(shards)]
