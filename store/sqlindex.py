@@ -30,6 +30,7 @@ Not here: the commit protocol (``packed.py``) or which parcels a commit folds (`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -68,6 +69,25 @@ BUSY_MS = 120_000            # how long a reader waits for a commit's exclusive 
 IN_CHUNK = 500               # ids per ``IN (...)`` query
 
 
+# SQLite keeps each database file's lock state per process (its unix VFS), and a forked child
+# inherits that bookkeeping: a child forked (a dask worker: ``runner.local_cluster`` forks while
+# the parent sets the store up) while a thread here is inside a transaction believes a lock is
+# held that nobody holds in it, and its every read waits BUSY_MS for it ("database is locked");
+# a child forked under a read may read without a real lock.  So every use of a connection holds
+# _FORK, and a fork (``os.fork``: multiprocessing's "fork", not subprocess) waits for it.
+_FORK = threading.RLock()
+
+
+def _fork_child() -> None:
+    global _FORK
+    _FORK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=lambda: _FORK.acquire(), after_in_parent=lambda: _FORK.release(),
+                        after_in_child=_fork_child)
+
+
 def _field(row) -> tuple[str, dict]:
     (_, name, seg, arr, start, stop, key, upstream, rec, shape, dtype, crc) = row
     return name, {"seg": seg, "arr": arr, "start": start, "stop": stop, "key": key,
@@ -88,12 +108,16 @@ class SqlIndex:
         self._records: dict[str, dict] = {}      # rid -> record (immutable once written)
 
     # ---- connection ----------------------------------------------------------------------
-    def _guard(self) -> threading.RLock:
-        """The lock around the connection; a forked child (a dask worker) gets a fresh one (the
-        parent's may have been held by another thread at the fork) and opens its own connection."""
+    @contextlib.contextmanager
+    def _guard(self):
+        """Held around every use of the connection: this index's lock, then the process's
+        ``_FORK`` (no fork while a statement or transaction is open).  A forked child (a dask
+        worker) gets a fresh lock (the parent's may have been held by another thread at the
+        fork) and opens its own connection."""
         if self._owner != os.getpid():
             self._lock, self._conn, self._owner = threading.RLock(), None, os.getpid()
-        return self._lock
+        with self._lock, _FORK:
+            yield
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -134,18 +158,8 @@ class SqlIndex:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{time.time_ns()}.tmp")
         try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.executescript(SCHEMA)
-                conn.execute("BEGIN")
-                idx = index or {"schema_version": SCHEMA_VERSION, "backend": backend,
-                                "generation": 0, "videos": {}, "records": {}, "failures": {},
-                                "info": {}, "consumed": []}
-                _fill(conn, idx, backend)
-                set_value(conn, "seq", seq)
-                conn.execute("COMMIT")
-            finally:
-                conn.close()
+            with _FORK:                          # (the file renamed into place: same inode)
+                cls._create(tmp, backend, index, seq)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -153,6 +167,21 @@ class SqlIndex:
             tmp.unlink(missing_ok=True)
             raise
         return cls(path)
+
+    @staticmethod
+    def _create(tmp: Path, backend: str, index: dict | None, seq: int) -> None:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.executescript(SCHEMA)
+            conn.execute("BEGIN")
+            idx = index or {"schema_version": SCHEMA_VERSION, "backend": backend,
+                            "generation": 0, "videos": {}, "records": {}, "failures": {},
+                            "info": {}, "consumed": []}
+            _fill(conn, idx, backend)
+            set_value(conn, "seq", seq)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     # ---- reading -------------------------------------------------------------------------
     def _value(self, key: str):

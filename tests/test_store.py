@@ -340,8 +340,8 @@ def test_a_forked_child_reads_the_index_even_while_a_parent_thread_holds_its_loc
     ix = st._ix()
     held, release = threading.Event(), threading.Event()
 
-    def hold():
-        with ix._guard():
+    def hold():                      # the index's own lock (not the whole of ``_guard``,
+        with ix._lock:               # which a fork waits for: the next test)
             held.set()
             release.wait()
     t = threading.Thread(target=hold)
@@ -356,5 +356,46 @@ def test_a_forked_child_reads_the_index_even_while_a_parent_thread_holds_its_loc
         _, status = os.waitpid(pid, 0)
     finally:
         release.set()
+        t.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_fork_waits_for_a_write_to_the_index_and_the_child_reads_it(tmp_path):
+    """SQLite keeps each file's lock state per process; a child forked while a parent thread is
+    inside a write transaction would inherit that state and wait on a lock nobody holds there
+    ("database is locked" after the busy timeout, every read of a dask worker).  A fork waits
+    until no transaction of this process is open."""
+    import os
+    import threading
+    import time
+    from l2l.store import sqlindex
+    st = create_store(tmp_path / "s")
+    _fill(st, 1)
+    ix = st._ix()
+    held = threading.Event()
+
+    def write(db):                   # a commit's moment: the file locked EXCLUSIVE (a page
+        db.execute("PRAGMA cache_size=1")             # cache too small for the transaction)
+        db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)",
+                       [(f"pad{i}", '"' + "0" * 2000 + '"') for i in range(200)])
+        held.set()
+        time.sleep(0.5)                               # the fork comes now
+        db.execute("INSERT OR REPLACE INTO info VALUES ('k', '1')")
+    t = threading.Thread(target=ix._write, args=(write,))
+    t.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:                                  # the child: exit code says what it read
+            import signal
+            signal.alarm(20)
+            sqlindex.BUSY_MS = 2000                   # a phantom lock: "locked" in 2 s, not 120
+            try:
+                ok = st.has("v0") and ix.info().get("k") == 1
+            except BaseException:                     # noqa: BLE001 - reported by the code
+                ok = False
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
         t.join()
     assert os.waitstatus_to_exitcode(status) == 0
