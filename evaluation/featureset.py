@@ -31,7 +31,9 @@ import torch
 
 from l2l.models.skim import SkimError, SkimNet
 
-PREFETCH = 2                 # batches a streamed FeatureSet reads ahead of the one in use
+PREFETCH = 1                 # batches a streamed FeatureSet reads ahead of the one in use (one
+                             # is enough when a batch reads faster than a step computes;
+                             # each more holds a batch: 0.2 GB at 256 x 400 x 2 banks, float16)
 DEFAULT_BUDGET_FRACTION = 0.25   # --memory-budget default: this share of the machine's RAM
 
 

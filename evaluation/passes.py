@@ -10,7 +10,9 @@ What is not: metrics, costs, files (``report.py``).
 
 Results are those of running each variant separately (``featureset.predict``) and each
 baseline over all moments at once (``baselines.run_baseline``): the same batches, the same
-order of random draws (a baseline's generator goes through the videos in order).
+order of random draws (a baseline's generator goes through the videos in order).  The skim
+variants of a batch share the keys' convolution (``SkimNet.prekeys``), so a subsampled
+variant's keys agree with a separate run's to rounding, not bit for bit.
 """
 from __future__ import annotations
 
@@ -60,9 +62,10 @@ def skim_pass(model, data: FeatureSet, variants: Sequence[Variant], *, batch_siz
     for vids, (banks, mask) in zip(groups, data.batches(jobs, names, device=device)):
         rec = banks.pop() if recognition else None
         N = mask.shape[1]
+        pre = model.prekeys(banks, mask)          # the keys' convolution, once per batch
         for var in variants:
             o = model(banks, mask, aggregated=var.aggregated, stride=var.stride,
-                      interpolate=var.interpolate, recognition_bank=rec)
+                      interpolate=var.interpolate, recognition_bank=rec, prekeys=pre)
             out[var.key]["probs"][vids] = torch.softmax(o.logits, 1).cpu().numpy()
             out[var.key]["chosen"][vids] = chosen_mask(o.picks, N).sum(1).cpu().numpy()
             if var is first:

@@ -37,6 +37,8 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from ..core.errors import ConfigError, L2LError
 from .skim_keys import KeyScores, packed_linear
+from .skim_interp import (interp_index, interpolate_bank, lerp_rows,  # noqa: F401  (re-exported)
+                          transpose_interp)
 
 INDEXING = ("audiovisual", "visual", "single")
 READOUTS = ("inputs", "outputs")
@@ -144,12 +146,20 @@ class SkimNet(nn.Module):
 
     def forward(self, banks: Sequence[Tensor], mask: Tensor, *, steps: int | None = None,
                 aggregated: bool = True, stride: int = 1, interpolate: bool = False,
-                recognition_bank: Tensor | None = None) -> SkimOutput:
+                recognition_bank: Tensor | None = None,
+                prekeys: Sequence[Tensor] | None = None) -> SkimOutput:
         """banks: one (B, N, D) float tensor per ``config.features``; mask: (B, N) bool, a
         prefix of each row.  Every video needs at least one real moment.  ``stride`` s > 1:
         only every s-th moment's features were computed; with ``interpolate`` the others are
         linear interpolations of their computed neighbours and every moment can be picked
-        (the authors' ``--feature_interpolate``), else only the computed ones can."""
+        (the authors' ``--feature_interpolate``), else only the computed ones can.
+        ``prekeys``: ``self.prekeys(banks, mask)`` of these banks (eval mode only), so that
+        several runs on one batch share the keys' convolution.
+
+        Interpolated features are never formed: in eval mode BN(Conv1x1(.)) is affine, so
+        the keys are ReLU of the interpolated ``prekeys``, and the soft-indexed mixture of
+        interpolated features is the computed moments' features under the interpolation's
+        transposed weights (``interp_index``): the same values, up to rounding."""
         cfg = self.config
         k = cfg.steps if steps is None else int(steps)
         if len(banks) != len(cfg.features):
@@ -165,10 +175,28 @@ class SkimNet(nn.Module):
         n_valid = computed.sum(1, keepdim=True).to(banks[0].dtype)   # (B, 1)
         x = self._fuse([b.sum(1) / n_valid for b in banks])           # x_0: (B, D)
         valid = computed
-        if interpolate and stride > 1:
-            banks = [interpolate_bank(b, mask, stride) for b in banks]
+        interp = interpolate and stride > 1
+        if interp:
+            lo, hi, frac = interp_index(mask, stride, banks[0].dtype)
             valid = mask
-        keys = [KeyScores(key, banks[i], valid) for i, key in enumerate(self.keys)]
+            if prekeys is None and not self.training:
+                prekeys = self.prekeys(banks, computed)
+        if prekeys is not None:
+            if self.training:
+                raise ValueError("prekeys are for eval mode (BatchNorm's running statistics)")
+            zs = [lerp_rows(z, lo, hi, frac, mask) if interp else z for z in prekeys]
+            keys = [KeyScores.given(torch.where(valid.unsqueeze(-1), torch.relu(z),
+                                                torch.zeros((), dtype=z.dtype, device=z.device)))
+                    for z in zs]
+        else:
+            kb = [interpolate_bank(b, mask, stride) for b in banks[:len(self.keys)]] if interp \
+                else banks
+            keys = [KeyScores(key, kb[i], valid) for i, key in enumerate(self.keys)]
+
+        def mix(w: Tensor, bank: Tensor) -> Tensor:         # sum_n w[n] * the bank read at n
+            if interp:
+                w = transpose_interp(w, lo, hi, frac, mask)
+            return torch.einsum("bn,bnd->bd", w, bank)
         h = x.new_zeros(B, cfg.hidden)
         c = x.new_zeros(B, cfg.hidden)
         avail = [valid.clone() for _ in keys]
@@ -199,12 +227,13 @@ class SkimNet(nn.Module):
                 a = torch.softmax(self.alpha(h), dim=1)               # (B, 2)
                 alphas.append(a)
                 W = a[:, :1] * ws[0] + a[:, 1:] * ws[1]               # (B, N)
-                x = self._fuse([torch.einsum("bn,bnd->bd", W, b) for b in banks])
+                x = self._fuse([mix(W, b) for b in banks])
             elif cfg.indexing == "visual":
-                x = self._fuse([torch.einsum("bn,bnd->bd", ws[0], banks[0]),
-                                banks[1][rows, js[0]]])
+                own = mix(F.one_hot(js[0], N).to(ws[0].dtype), banks[1]) if interp \
+                    else banks[1][rows, js[0]]
+                x = self._fuse([mix(ws[0], banks[0]), own])
             else:
-                x = torch.einsum("bn,bnd->bd", ws[0], banks[0])
+                x = mix(ws[0], banks[0])
             xs.append(x)
         if cfg.indexing == "audiovisual" and cfg.readout == "inputs":
             # alpha of the last step only weighs x_k, which is not used; report it anyway
@@ -218,6 +247,20 @@ class SkimNet(nn.Module):
         return SkimOutput(logits=logits, picks=picks_t,
                           weights={n: torch.stack(v, 1) for n, v in weights.items()},
                           alpha=torch.stack(alphas, 1) if alphas else None, inputs=inputs)
+
+    @torch.no_grad()
+    def prekeys(self, banks: Sequence[Tensor], mask: Tensor) -> list[Tensor]:
+        """BN(Conv1x1(bank)) at the True positions of ``mask`` (zeros elsewhere), (B, N, D)
+        for each queried bank: the keys before their ReLU, from which every inference run on
+        these banks (any stride, interpolated or not) takes its keys.  Eval mode only."""
+        if self.training:
+            raise ValueError("prekeys are for eval mode (BatchNorm's running statistics)")
+        out = []
+        for key, bank in zip(self.keys, banks):
+            z = bank.new_zeros(bank.shape)
+            z[mask] = key.bn(packed_linear(bank, mask, key.conv))
+            out.append(z)
+        return out
 
     def readout(self, out: SkimOutput, k: int, recognition_bank: Tensor | None = None) -> Tensor:
         """Logits (B, C) of early stop after ``k`` steps, from the output of a longer run on
@@ -248,23 +291,6 @@ def zero_outside(bank: Tensor, keep: Tensor, *, prefix: bool) -> Tensor:
     if prefix and not bool((bank.any(-1) & ~keep).any()):     # (any: NaN counts as non-zero)
         return bank
     return torch.where(keep.unsqueeze(-1), bank, torch.zeros((), dtype=bank.dtype, device=bank.device))
-
-
-def interpolate_bank(bank: Tensor, mask: Tensor, stride: int) -> Tensor:
-    """(B, N, D): every real moment's features linearly interpolated from the computed moments
-    (positions 0, s, 2s, ... of each video) on either side; moments after the last computed one
-    copy it.  Computed moments keep their own features.  mask: (B, N) bool, a prefix per row."""
-    B, N = mask.shape
-    pos = torch.arange(N, device=mask.device).unsqueeze(0).expand(B, N)
-    last = ((mask.sum(1, keepdim=True) - 1).clamp_min(0) // stride) * stride    # (B, 1)
-    lo = torch.minimum(pos // stride * stride, last)
-    hi = torch.minimum(lo + stride, last)
-    frac = ((pos - lo).to(bank.dtype) / (hi - lo).clamp_min(1).to(bank.dtype))
-    frac = torch.where(hi > lo, frac, torch.zeros_like(frac)).unsqueeze(-1)
-    D = bank.shape[-1]
-    at = lambda idx: bank.gather(1, idx.unsqueeze(-1).expand(B, N, D))  # noqa: E731
-    out = at(lo) * (1 - frac) + at(hi) * frac
-    return torch.where(mask.unsqueeze(-1), out, torch.zeros((), dtype=bank.dtype, device=bank.device))
 
 
 def chosen_mask(picks: dict[str, Tensor], n: int) -> Tensor:

@@ -84,7 +84,7 @@ class _Keys(Function):
         parts = sorted(ctx.grads.parts, key=lambda p: p[0])
         ctx.grads.parts = []
         if not parts:
-            return torch.zeros(int(mask.sum()), out.shape[-1], dtype=out.dtype), None, None, None, None
+            return out.new_zeros(int(mask.sum()), out.shape[-1]), None, None, None, None
         g = torch.stack([p[1] for p in parts], 2)                   # (B, N, T)
         q = torch.stack([p[2] for p in parts], 1)                   # (B, T, D)
         dk = torch.bmm(g, q)[mask]                                  # (M, D)
@@ -106,7 +106,7 @@ class _Score(Function):
         q, k = ctx.saved_tensors
         ctx.grads.parts.append((ctx.step, g, q.detach()))
         dq = torch.einsum("bn,bnd->bd", g, k) if ctx.needs_input_grad[0] else None
-        return dq, torch.zeros((), dtype=g.dtype), None, None, None
+        return dq, g.new_zeros(()), None, None, None
 
 
 class KeyScores:
@@ -128,6 +128,13 @@ class KeyScores:
                 self.k = self.k.index_put((mask,), torch.relu(y))
             else:
                 self.k[mask] = torch.relu_(y)
+
+    @classmethod
+    def given(cls, k: Tensor) -> "KeyScores":
+        """Scores against keys computed elsewhere (no gradient to any key weights)."""
+        self = cls.__new__(cls)
+        self.lean, self.k = False, k
+        return self
 
     def score(self, q: Tensor, step: int) -> Tensor:
         if self.lean:

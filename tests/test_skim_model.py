@@ -220,6 +220,40 @@ def test_lean_key_backward_equals_plain_autograd(readout):
     assert m.keys[0].bn.num_batches_tracked == 1
 
 
+def test_shared_prekeys_and_transposed_interpolation_equal_the_direct_computation():
+    """evaluate's skim pass computes the keys' convolution once per batch (``prekeys``) and
+    never forms interpolated features: the keys are ReLU of the interpolated pre-keys, and the
+    mixture uses the interpolation's transposed weights.  Both equal the direct computation."""
+    from l2l.models.skim import interp_index, interpolate_bank, lerp_rows, transpose_interp
+    from l2l.models.skim_keys import KeyScores
+    torch.manual_seed(10)
+    m = build_skim(num_classes=6, steps=5).eval()
+    bi, ba = banks(B=4, N=33, seed=4)
+    mask = torch.ones(4, 33, dtype=torch.bool)
+    for b, n in enumerate([33, 12, 5, 21]):
+        mask[b, n:] = False
+        bi[b, n:] = 0
+        ba[b, n:] = 0
+    with torch.no_grad():
+        pre = m.prekeys([bi, ba], mask)
+        for stride in (2, 5):
+            lo, hi, frac = interp_index(mask, stride)
+            direct = KeyScores(m.keys[0], interpolate_bank(bi, mask, stride), mask).k
+            assert torch.allclose(torch.relu(lerp_rows(pre[0], lo, hi, frac, mask)), direct,
+                                  atol=1e-5)
+            w = torch.rand(4, 33)
+            assert torch.allclose(torch.einsum("bn,bnd->bd", transpose_interp(w, lo, hi, frac, mask), bi),
+                                  torch.einsum("bn,bnd->bd", w * mask, interpolate_bank(bi, mask, stride)),
+                                  atol=1e-4)
+        for kw in ({}, {"stride": 4}, {"stride": 4, "interpolate": True}, {"aggregated": False},
+                   {"stride": 3, "interpolate": True, "aggregated": False}):
+            shared, alone = m([bi, ba], mask, prekeys=pre, **kw), m([bi, ba], mask, **kw)
+            assert torch.allclose(shared.logits, alone.logits, atol=1e-5), kw
+            assert torch.equal(shared.picks["audio"], alone.picks["audio"]), kw
+    with pytest.raises(ValueError, match="eval mode"):
+        m.train()([bi, ba], mask, prekeys=pre)
+
+
 def test_skim_from_student_takes_psi_and_classifier():
     from l2l.models.skim import skim_from_student
     from l2l.models.students import build_student
