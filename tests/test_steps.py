@@ -4,6 +4,7 @@ midway leaves no thread behind, and the outcomes come in input order with failur
 step interleaved.  Stand-in stages (no media decoding) over small files, into a real store."""
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import gc
 import threading
@@ -189,6 +190,26 @@ def test_a_generator_abandoned_midway_leaves_no_thread(store, tmp_path, how):
             del stream
         assert not _step_threads()
         assert len(decode.started) < 40, len(decode.started)
+    assert not _run_threads()
+
+
+def test_ctrl_c_while_waiting_for_an_outcome_ends_every_step(store, tmp_path):
+    """A KeyboardInterrupt in the caller, blocked in the stream (the writer is slow): it
+    propagates, and every step has ended when it does (the write under way finishes first)."""
+    videos = _videos(tmp_path, 30)
+    gate, calls = threading.Event(), []
+
+    def interrupt():
+        _thread.interrupt_main()
+        time.sleep(0.3)
+        gate.set()
+    with Run(store.path, "cpu", cores=2) as run:
+        _gated(run, gate, calls)
+        stream = process_stream(run, videos, [FakeDecode(), FakeSpec()], parcel_videos=1)
+        threading.Timer(0.5, interrupt).start()
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+        assert not _step_threads() and calls == [["v00"]]
     assert not _run_threads()
 
 
