@@ -330,10 +330,26 @@ def test_the_hdf5_index_is_fsynced(tmp_path, monkeypatch):
     assert synced
 
 
+def _in_forked_child(check) -> int:
+    """Run ``check`` in a forked child (killed after 20 s); its exit code: 0 when ``check``
+    returned true, 3 when it returned false or raised."""
+    import os
+    pid = os.fork()
+    if pid == 0:
+        import signal
+        signal.alarm(20)
+        try:
+            ok = bool(check())
+        except BaseException:                         # noqa: BLE001 - the exit code reports it
+            ok = False
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def test_a_forked_child_reads_the_index_even_while_a_parent_thread_holds_its_lock(tmp_path):
     """Dask forks its workers from the parent, whose other threads may be asking the index at
     that moment: the child opens its own connection under a fresh lock (no deadlock)."""
-    import os
     import threading
     st = create_store(tmp_path / "s")
     _fill(st, 1)
@@ -348,16 +364,11 @@ def test_a_forked_child_reads_the_index_even_while_a_parent_thread_holds_its_loc
     t.start()
     held.wait()
     try:
-        pid = os.fork()
-        if pid == 0:                                  # the child: exit code says what it read
-            import signal
-            signal.alarm(20)
-            os._exit(0 if st.has("v0") and st.meta("v0").num_moments == 3 else 3)
-        _, status = os.waitpid(pid, 0)
+        code = _in_forked_child(lambda: st.has("v0") and st.meta("v0").num_moments == 3)
     finally:
         release.set()
         t.join()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert code == 0
 
 
 def test_a_fork_waits_for_a_write_to_the_index_and_the_child_reads_it(tmp_path):
@@ -365,7 +376,6 @@ def test_a_fork_waits_for_a_write_to_the_index_and_the_child_reads_it(tmp_path):
     inside a write transaction would inherit that state and wait on a lock nobody holds there
     ("database is locked" after the busy timeout, every read of a dask worker).  A fork waits
     until no transaction of this process is open."""
-    import os
     import threading
     import time
     from l2l.store import sqlindex
@@ -384,18 +394,11 @@ def test_a_fork_waits_for_a_write_to_the_index_and_the_child_reads_it(tmp_path):
     t = threading.Thread(target=ix._write, args=(write,))
     t.start()
     held.wait()
+    def child():
+        sqlindex.BUSY_MS = 2000                       # a phantom lock: "locked" in 2 s, not 120
+        return st.has("v0") and ix.info().get("k") == 1
     try:
-        pid = os.fork()
-        if pid == 0:                                  # the child: exit code says what it read
-            import signal
-            signal.alarm(20)
-            sqlindex.BUSY_MS = 2000                   # a phantom lock: "locked" in 2 s, not 120
-            try:
-                ok = st.has("v0") and ix.info().get("k") == 1
-            except BaseException:                     # noqa: BLE001 - reported by the code
-                ok = False
-            os._exit(0 if ok else 3)
-        _, status = os.waitpid(pid, 0)
+        code = _in_forked_child(child)
     finally:
         t.join()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert code == 0
