@@ -199,14 +199,19 @@ def test_ctrl_c_while_waiting_for_an_outcome_ends_every_step(store, tmp_path):
     videos = _videos(tmp_path, 30)
     gate, calls = threading.Event(), []
 
-    def interrupt():
+    def interrupt():                    # once the writer is blocked on its first parcel (on a
+        for _ in range(600):            # loaded machine that can take longer than any fixed delay)
+            if calls:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
         _thread.interrupt_main()
         time.sleep(0.3)
         gate.set()
     with Run(store.path, "cpu", cores=2) as run:
         _gated(run, gate, calls)
         stream = process_stream(run, videos, [FakeDecode(), FakeSpec()], parcel_videos=1)
-        threading.Timer(0.5, interrupt).start()
+        threading.Thread(target=interrupt, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
             next(stream)
         assert not _step_threads() and calls == [["v00"]]
