@@ -5,9 +5,9 @@ A ``Run`` holds, for one run in one process, its stages' set-ups and the models 
 its store object (``store``: the index is parsed again only after a commit replaced it), its
 named thread pools (``pool``: "setup", and "decode": the decode slots of ``work.py``'s decode
 step) and the cores it may use (``cores``, ``decode_slots``, ``with_threads``).  The step
-threads of a stream (``work.process_stream``) are started and joined by the stream itself.  It is made by whoever starts the run
-(``extract``; on a dask worker, ``runner.worker_run``: one per worker, the previous run's closed
-first), passed down explicitly, and ``close``d when the run ends, which shuts its threads down
+threads of a stream (``work.process_stream``) are started and joined by the stream itself.
+It is made by whoever starts the run (``extract``; on a dask worker, ``runner.worker_run``:
+one per worker, the previous run's closed first), passed down explicitly, and ``close``d when the run ends, which shuts its threads down
 and drops its models.  No module-level cache outlives it.
 
 Not here: what a shard does (``work.py``), where shards run (``runner.py``).

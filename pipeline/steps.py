@@ -1,8 +1,8 @@
 """The threads of one extraction stream and the bounded queues that join them.
 
 ``Steps`` runs each step of ``work.process_stream`` (decode, compute, read, model, write) as one
-thread, ``l2l-<step>`` (in a copy of the caller's context variables), that owns its state and talks to the others only through ``Pipe``s:
-bounded ``queue.Queue``s holding one item at most.  With ``handoff`` (the big items: decoded
+thread, ``l2l-<step>`` (in a copy of the caller's context variables), that owns its state and
+talks to the others only through ``Pipe``s: bounded ``queue.Queue``s holding one item at most.  With ``handoff`` (the big items: decoded
 videos, groups, parcels), a ``put`` also waits until the next step has taken the item, so a step
 holds at most the item it works on and the one it hands over.  A slow step therefore holds up
 the ones before it (a slow writer stops decode) and memory stays bounded, whatever the speeds.
