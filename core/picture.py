@@ -77,11 +77,12 @@ def resize_crop_dims(width: float, height: float, size: int) -> tuple[int, int, 
 
 def display_matrix(frame) -> np.ndarray | None:
     """The frame's display matrix, (9,) int32 (16.16 fixed point, FFmpeg's layout), or None."""
-    for sd in frame.side_data:
-        if sd.type.name == "DISPLAYMATRIX":
-            m = np.frombuffer(bytes(sd), np.int32)
-            return m if len(m) == 9 else None
-    return None
+    # by name: iterating the container yields SideData up to PyAV 18 and its Type keys from 19
+    sd = frame.side_data.get("DISPLAYMATRIX")
+    if sd is None:
+        return None
+    m = np.frombuffer(bytes(sd), np.int32)
+    return m if len(m) == 9 else None
 
 
 def _rotation_get(m: np.ndarray) -> float:
