@@ -71,16 +71,20 @@ def _gather(arrays: dict, offsets: np.ndarray, names: Sequence[str], starts: np.
     """Banks (B, L, D) and mask (B, L): video b is rows offsets[b] + starts[b] + [0,
     lengths[b]) of ``arrays``; padding rows are zeros (the same whichever rows ``arrays``
     holds; ``SkimNet`` then uses the banks without a zero-padded copy).  ``dtype`` None: the
-    stored dtype (a float16 batch is half the size while it waits in the read-ahead)."""
-    L = int(lengths.max())
-    pos = np.arange(L)[None, :]
-    mask = pos < lengths[:, None]
-    first = offsets[:, None] + starts[:, None]
-    rows = np.where(mask, first + pos, first)        # padding: the window's first row, zeroed
-    rows_t = torch.from_numpy(rows)
-    pad = torch.from_numpy(~mask).unsqueeze(-1)
-    banks = [arrays[n][rows_t].masked_fill_(pad, 0).to(device=device, dtype=dtype or arrays[n].dtype)
-             for n in names]
+    stored dtype (a float16 batch is half the size while it waits in the read-ahead).  Each
+    video's window is one slice copied into a zeroed buffer (an index gather plus a masked fill
+    cost about 20 times that: 0.65 s a batch of 256 x 400 moments x 2 arrays on 2 cores)."""
+    L = int(lengths.max()) if len(lengths) else 0
+    mask = np.arange(L)[None, :] < lengths[:, None]
+    first = (offsets + starts).tolist()
+    n_rows = lengths.tolist()
+    banks = []
+    for n in names:
+        src = arrays[n].numpy()
+        out = np.zeros((len(n_rows), L, *src.shape[1:]), src.dtype)
+        for b, (f, k) in enumerate(zip(first, n_rows)):
+            out[b, :k] = src[f:f + k]
+        banks.append(torch.from_numpy(out).to(device=device, dtype=dtype or arrays[n].dtype))
     return banks, torch.from_numpy(mask).to(device)
 
 

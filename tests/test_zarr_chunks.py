@@ -135,6 +135,31 @@ def test_the_chunk_kept_decoded_is_not_used_once_its_file_changes(tmp_path):
     assert np.array_equal(zarr_chunks.read_rows(lay, r + 3, 2 * r), b[r + 3:2 * r])
 
 
+def test_a_raw_chunk_checked_whole_once_is_then_read_in_part(tmp_path, monkeypatch):
+    """A streamed batch wants a few rows from each of many chunks: after one whole read whose
+    crc32c matched, a raw chunk's rows are read alone, until its file changes."""
+    a = _samples()["image"]
+    path, _ = _array(tmp_path, "image", a)
+    lay = zarr_chunks.layout(path)
+    r = lay.rows
+    monkeypatch.setattr(zarr_chunks, "KEPT_CHUNKS", 0)    # no decoded chunk kept: not that path
+    whole, real = [], zarr_chunks._decode
+    monkeypatch.setattr(zarr_chunks, "_decode", lambda *args: (whole.append(args[1]), real(*args)))
+    assert np.array_equal(zarr_chunks.read_rows(lay, r + 1, r + 5), a[r + 1:r + 5])
+    assert whole == [1]
+    for lo, hi in ((r + 7, r + 9), (r, r + 1), (2 * r - 3, 2 * r)):
+        assert np.array_equal(zarr_chunks.read_rows(lay, lo, hi), a[lo:hi])
+    assert whole == [1]                                   # the same file: its rows alone
+    chunk = zarr_chunks._chunk_path(lay, 1)
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (tmp_path / "damaged").write_bytes(bytes(raw))
+    os.replace(tmp_path / "damaged", chunk)               # another file: checked whole again
+    with pytest.raises(StoreError, match=re.escape(str(chunk)) + ": damaged chunk"):
+        zarr_chunks.read_rows(lay, r + 1, r + 2)
+    assert whole == [1, 1]
+
+
 def test_zarr_is_one_whose_internals_the_direct_reader_uses(tmp_path):
     """Loud, where the reader itself is quiet: ``zarr_chunks`` leaves any array whose metadata
     zarr's internals no longer parse to zarr (correct, but the fast path silently gone).  So:
