@@ -37,7 +37,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from ..core.errors import ConfigError, L2LError
 from .skim_keys import KeyScores, packed_linear
-from .skim_interp import (interp_index, interpolate_bank, lerp_rows,  # noqa: F401  (re-exported)
+from .skim_interp import (interp_index, interpolate_bank, lerp_grid, lerp_rows,  # noqa: F401  (re-exported)
                           transpose_interp)
 
 INDEXING = ("audiovisual", "visual", "single")
@@ -166,6 +166,9 @@ class SkimNet(nn.Module):
             raise ValueError(f"expected banks {list(cfg.features)}, got {len(banks)} tensor(s)")
         if not 1 <= k or stride < 1:
             raise ValueError("steps and stride must be >= 1")
+        if stride > 1 and not interpolate:
+            return self._strided(banks, mask, stride, steps=k, aggregated=aggregated,
+                                 recognition_bank=recognition_bank, prekeys=prekeys)
         B, N = mask.shape
         pos = torch.arange(N, device=mask.device)
         computed = mask & (pos % stride == 0)                        # (B, N)
@@ -184,10 +187,16 @@ class SkimNet(nn.Module):
         if prekeys is not None:
             if self.training:
                 raise ValueError("prekeys are for eval mode (BatchNorm's running statistics)")
-            zs = [lerp_rows(z, lo, hi, frac, mask) if interp else z for z in prekeys]
-            keys = [KeyScores.given(torch.where(valid.unsqueeze(-1), torch.relu(z),
-                                                torch.zeros((), dtype=z.dtype, device=z.device)))
-                    for z in zs]
+            # prekeys are zeros outside the mask they were made with, and lerp_rows outside
+            # ``mask``: where both are ``valid``, ReLU alone gives the keys (in place on a new
+            # tensor; each pass over (B, N, D) counts at evaluate's size)
+            if interp:
+                keys = [KeyScores.given(torch.relu_(lerp_grid(z, frac, mask, stride)))
+                        for z in prekeys]
+            else:
+                keys = [KeyScores.given(torch.where(valid.unsqueeze(-1), torch.relu(z),
+                                                    torch.zeros((), dtype=z.dtype, device=z.device)))
+                        for z in prekeys]
         else:
             kb = [interpolate_bank(b, mask, stride) for b in banks[:len(self.keys)]] if interp \
                 else banks
@@ -247,6 +256,26 @@ class SkimNet(nn.Module):
         return SkimOutput(logits=logits, picks=picks_t,
                           weights={n: torch.stack(v, 1) for n, v in weights.items()},
                           alpha=torch.stack(alphas, 1) if alphas else None, inputs=inputs)
+
+    def _strided(self, banks, mask, stride, *, steps, aggregated, recognition_bank, prekeys):
+        """``forward`` with ``stride`` s > 1, not interpolated: only the computed moments
+        (positions 0, s, 2s, ... of each video) can be picked or read, so the run is the
+        stride-1 run on those moments alone (s times less to score and mix), its picks and
+        weights put back at their positions.  The same method; sums and softmaxes run over
+        the computed moments instead of all with zeros between, so the numbers agree with
+        a run over every position to rounding."""
+        sl = (slice(None), slice(None, None, stride))
+        out = self.forward([b[sl] for b in banks], mask[sl], steps=steps, aggregated=aggregated,
+                           recognition_bank=None if recognition_bank is None else recognition_bank[sl],
+                           prekeys=None if prekeys is None else [z[sl] for z in prekeys])
+        B, N = mask.shape
+        weights = {}
+        for n, w in out.weights.items():
+            full = w.new_zeros(B, w.shape[1], N)
+            full[:, :, ::stride] = w
+            weights[n] = full
+        return dataclasses.replace(out, picks={n: p * stride for n, p in out.picks.items()},
+                                   weights=weights)
 
     @torch.no_grad()
     def prekeys(self, banks: Sequence[Tensor], mask: Tensor) -> list[Tensor]:

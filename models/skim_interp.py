@@ -32,6 +32,29 @@ def lerp_rows(bank: Tensor, lo: Tensor, hi: Tensor, frac: Tensor, mask: Tensor) 
     return torch.where(mask.unsqueeze(-1), out, torch.zeros((), dtype=bank.dtype, device=bank.device))
 
 
+def lerp_grid(bank: Tensor, frac: Tensor, mask: Tensor, stride: int) -> Tensor:
+    """``lerp_rows(bank, lo, hi, frac, mask)`` for ``interp_index(mask, stride)``, bit for bit,
+    from the grid's regularity instead of two gathers: moment q s + r lies between computed
+    moments q and q + 1 (frac 0 past a video's last computed moment, which it copies), so the
+    rows are two broadcast products over (B, N / s, s, D).  About a third of the passes over
+    (B, N, D) that ``lerp_rows`` makes (``evaluate``'s interpolated variants)."""
+    B, N, D = bank.shape
+    s = stride
+    grid = bank[:, ::s]                                            # computed rows (B, ceil(N/s), D)
+    nxt = torch.cat([grid[:, 1:], grid[:, -1:]], 1)                # the next one (frac 0 at the end)
+    out = torch.empty_like(bank)
+    q = N // s
+    for lo_n, hi_n, rows in ((0, q * s, q), (q * s, N, 1)):
+        if hi_n <= lo_n:
+            continue
+        g0 = lo_n // s
+        f = frac[:, lo_n:hi_n].reshape(B, rows, -1, 1)
+        o = out[:, lo_n:hi_n].view(B, rows, -1, D)
+        torch.mul(grid[:, g0:g0 + rows].unsqueeze(2), 1 - f, out=o)
+        o.add_(nxt[:, g0:g0 + rows].unsqueeze(2) * f)
+    return out.masked_fill_(~mask.unsqueeze(-1), 0)
+
+
 def transpose_interp(w: Tensor, lo: Tensor, hi: Tensor, frac: Tensor, mask: Tensor) -> Tensor:
     """(B, N) weights w' on the computed moments with sum_m w'[m] x[m] = sum_n w[n]
     lerp_rows(x)[n] for any x (w counts on the real moments only)."""

@@ -157,6 +157,48 @@ def test_early_stop_and_subsampling():
     assert torch.allclose(sub.inputs[:, 0], x0, atol=1e-5)
 
 
+def test_the_grid_interpolation_is_the_gathered_one_bit_for_bit():
+    from l2l.models.skim_interp import interp_index, lerp_grid, lerp_rows
+    torch.manual_seed(9)
+    for N in (40, 41, 7):
+        for s in (2, 3, 5, 8, 20):
+            x = torch.randn(5, N, 16)
+            mask = torch.zeros(5, N, dtype=torch.bool)
+            for b, n in enumerate([N, N - 1, max(1, N // 3), 1, max(1, N - s - 1)]):
+                mask[b, :n] = True
+            lo, hi, frac = interp_index(mask, s)
+            assert torch.equal(lerp_grid(x, frac, mask, s), lerp_rows(x, lo, hi, frac, mask)), (N, s)
+
+
+def test_a_subsampled_run_reads_only_the_computed_moments():
+    """Stride s without interpolation: moments off the grid 0, s, 2s, ... are neither read nor
+    picked (noise there changes nothing), weights are zero there, and picks, weights and
+    inputs keep the full length N, with videos of different lengths."""
+    torch.manual_seed(8)
+    m = build_skim(num_classes=5, steps=4).eval()
+    bi, ba = banks(B=3, N=40, seed=8)
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    for b, n in enumerate([40, 17, 6]):
+        mask[b, n:] = False
+        bi[b, n:] = 0
+        ba[b, n:] = 0
+    off = mask & (torch.arange(40) % 3 != 0)
+    noisy = [torch.where(off.unsqueeze(-1), torch.randn_like(x) * 9, x) for x in (bi, ba)]
+    with torch.no_grad():
+        for kw in ({}, {"aggregated": False}):
+            a, b = m([bi, ba], mask, stride=3, **kw), m(noisy, mask, stride=3, **kw)
+            assert torch.equal(a.logits, b.logits) and torch.equal(a.inputs, b.inputs), kw
+            for name in a.picks:
+                assert torch.equal(a.picks[name], b.picks[name])
+                assert (a.picks[name] % 3 == 0).all() and a.weights[name].shape == (3, 4, 40)
+                assert torch.equal(a.weights[name], b.weights[name])
+                assert not a.weights[name][:, :, off.any(0)].any()
+                assert torch.allclose(a.weights[name].sum(-1), torch.ones(3, 4))
+            pre = m.prekeys(noisy, mask)                         # shared keys: the same run
+            c = m(noisy, mask, stride=3, prekeys=pre, **kw)
+            assert torch.allclose(c.logits, a.logits, atol=1e-5)
+
+
 def test_recognition_with_other_features_averages_the_chosen_moments():
     torch.manual_seed(7)
     rec = nn.Linear(D, 5)
