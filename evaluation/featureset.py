@@ -200,11 +200,17 @@ class FeatureSet:
             lengths = self.lengths[videos]
         if starts is None:
             starts = np.zeros(len(videos), np.int64)
-        if self.streamed:
-            arrays, first = self._read(videos, names)
-        else:
-            arrays, first = self.arrays, self.offsets[videos]
-        return _gather(arrays, first, names, starts, lengths, device, dtype)
+        if self.streamed:            # each window read into its padded row: no whole videos
+            from l2l.store import StoreError
+            try:
+                got = self.store.read_windows(names, [self.ids[v] for v in videos], starts, lengths)
+            except StoreError as e:
+                raise SkimError(e.line()) from None
+            mask = np.arange(int(lengths.max()) if len(lengths) else 0)[None, :] < lengths[:, None]
+            banks = [torch.from_numpy(got[n]) for n in names]
+            return ([b.to(device=device, dtype=dtype or b.dtype) for b in banks],
+                    torch.from_numpy(mask).to(device))
+        return _gather(self.arrays, self.offsets[videos], names, starts, lengths, device, dtype)
 
     def moments(self, videos: np.ndarray, names: Sequence[str], device="cpu"):
         """Every moment of ``videos``, unpadded: one (sum of their lengths, D) float32 tensor

@@ -200,6 +200,25 @@ class Store(abc.ABC):
         arrays = {n: (np.concatenate(p) if p else np.zeros((0,))) for n, p in parts.items()}
         return Batch(ids, np.asarray(offsets, np.int64), arrays, [self.meta(v) for v in ids])
 
+    def read_windows(self, names: Sequence[str], ids: Sequence[str], starts, lengths,
+                     width: int | None = None) -> dict[str, np.ndarray]:
+        """Moments ``[starts[b], starts[b] + lengths[b])`` of video ``ids[b]``, for each array
+        of ``names``: ``(len(ids), width, ...)`` arrays, each window at the start of its row
+        and zeros after it (``width``: default the longest window).  A batch of crops for
+        training, read without the rest of each video."""
+        ids = list(ids)
+        starts, lengths, width = check_windows(self.path, ids, list(self.moments(ids).get(v, 0) for v in ids),
+                                               starts, lengths, width)
+        arrays: dict[str, np.ndarray] = {}
+        for b, (vid, a, n) in enumerate(zip(ids, starts, lengths)):
+            got = self.read(vid, names)
+            for name in names:
+                out = arrays.get(name)
+                if out is None:
+                    out = arrays[name] = np.zeros((len(ids), width, *got[name].shape[1:]), got[name].dtype)
+                out[b, :n] = got[name][a:a + n]
+        return arrays
+
     @abc.abstractmethod
     def info(self) -> dict:
         """Store-level attributes: schema version, backend, classes, costs, ..."""
@@ -302,3 +321,20 @@ class Store(abc.ABC):
                progress: bool = False) -> list[Problem]:
         """Problems found (empty when the store is sound): incomplete or inconsistent videos,
         checksum mismatches, naming the video and array."""
+
+
+def check_windows(path, ids: Sequence[str], moments: Sequence[int], starts, lengths,
+                  width: int | None) -> tuple[list[int], list[int], int]:
+    """``read_windows``' arguments as lists, checked against each video's moments."""
+    starts = [int(a) for a in starts]
+    lengths = [int(n) for n in lengths]
+    if not len(starts) == len(lengths) == len(ids):
+        raise ValueError(f"{len(ids)} videos, {len(starts)} starts, {len(lengths)} lengths")
+    for vid, a, n, m in zip(ids, starts, lengths, moments):
+        if a < 0 or n < 0 or a + n > m:
+            raise StoreError(f"{path}: window [{a}, {a + n}) outside video {vid!r}'s {m} moments")
+    longest = max(lengths, default=0)
+    width = longest if width is None else int(width)
+    if width < longest:
+        raise ValueError(f"width {width} is shorter than the longest window ({longest})")
+    return starts, lengths, width

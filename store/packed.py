@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import (SCHEMA_VERSION, ArrayRecord, Batch, Failure, Problem, Put, Store, StoreError,
-                   VideoMeta)
+                   VideoMeta, check_windows)
 from .index import checksum, pack, parcel_digest, plan_commit
 
 CHUNK_BYTES = 4 << 20        # target size of one chunk of a segment array
@@ -234,20 +234,12 @@ class PackedStore(Store):
         np.cumsum(lengths, out=offsets[1:])
         arrays, reads = {}, []
         for name in names:
-            fields = [self._field_of(e, v, name, self.path) for v, e in zip(ids, entries)]
-            configs = {json.dumps(ix.record(r)["config"], sort_keys=True)
-                       for r in {f["rec"] for f in fields}}
-            if len(configs) > 1:
-                raise StoreError(f"{self.path}: array {name!r} was made with {len(configs)} different "
-                                 "configs across videos; re-extract or select videos of one config")
+            fields = self._fields(ix, ids, entries, name, lengths)
             if not fields:
                 arrays[name] = np.zeros((0,))
                 continue
             runs = []              # [seg, arr, start, stop, output offset]: one read each
             for i, f in enumerate(fields):
-                if f["stop"] - f["start"] != lengths[i]:
-                    raise StoreError(f"{self.path}: {ids[i]!r}/{name} has {f['stop'] - f['start']}"
-                                     f" rows, not {lengths[i]} moments")
                 r = runs[-1] if runs else None
                 if r and (r[0], r[1], r[3]) == (f["seg"], f["arr"], f["start"]):
                     r[3] = f["stop"]
@@ -258,6 +250,35 @@ class PackedStore(Store):
             reads += [(seg, arr, lo, hi, out[o:o + hi - lo]) for seg, arr, lo, hi, o in runs]
         self._read_runs(reads)                    # every array's runs, at once
         return Batch(ids, offsets, arrays, [VideoMeta.from_dict(e["meta"]) for e in entries])
+
+    def read_windows(self, names: Sequence[str], ids: Sequence[str], starts, lengths,
+                     width: int | None = None) -> dict[str, np.ndarray]:
+        """See ``Store.read_windows``: each window read straight into its row of the output."""
+        ids = list(ids)
+        entries = self._entries(ids)
+        moments = [e["meta"]["num_moments"] for e in entries]
+        starts, lengths, width = check_windows(self.path, ids, moments, starts, lengths, width)
+        ix, arrays, reads = self._ix(), {}, []
+        for name in names:
+            fields = self._fields(ix, ids, entries, name, moments)
+            row = tuple(fields[0]["shape"][1:]) if fields else ()
+            out = arrays[name] = np.zeros((len(ids), width, *row), fields[0]["dtype"] if fields else "f4")
+            reads += [(f["seg"], f["arr"], f["start"] + a, f["start"] + a + n, out[b, :n])
+                      for b, (f, a, n) in enumerate(zip(fields, starts, lengths)) if n]
+        self._read_runs(reads)
+        return arrays
+
+    def _fields(self, ix, ids, entries, name: str, moments) -> list[dict]:
+        """``name``'s field of each video, checked: made with one config, one row a moment."""
+        fields = [self._field_of(e, v, name, self.path) for v, e in zip(ids, entries)]
+        configs = {json.dumps(ix.record(r)["config"], sort_keys=True) for r in {f["rec"] for f in fields}}
+        if len(configs) > 1:
+            raise StoreError(f"{self.path}: array {name!r} was made with {len(configs)} different "
+                             "configs across videos; re-extract or select videos of one config")
+        for v, f, n in zip(ids, fields, moments):
+            if f["stop"] - f["start"] != n:
+                raise StoreError(f"{self.path}: {v!r}/{name} has {f['stop'] - f['start']} rows, not {n} moments")
+        return fields
 
     def info(self) -> dict:
         ix = self._ix()

@@ -52,6 +52,28 @@ def test_streamed_batches_equal_in_memory(small):
     assert torch.equal(st.column("image"), mem.column("image"))
 
 
+def test_read_windows_reads_each_crop_into_a_zero_padded_row(small):
+    """``Store.read_windows`` (the store's own, and the generic one every backend inherits):
+    each video's window at the start of its row, zeros after it; a window outside the video
+    is an error naming it."""
+    from l2l.store import Store, StoreError
+    _, store = small
+    ids = store.ids("training")[:4] + store.ids("training")[:1]     # a repeated video too
+    n_of = store.moments(ids)
+    starts = [0, 2, n_of[ids[2]] - 1, 1, 3]
+    lengths = [n_of[ids[0]], 5, 1, 0, 4]
+    whole = {v: store.read(v, ["image", "audio"]) for v in ids}
+    for read in (store.read_windows, lambda *a, **k: Store.read_windows(store, *a, **k)):
+        got = read(["image", "audio"], ids, starts, lengths, width=max(lengths) + 2)
+        for name in ("image", "audio"):
+            assert got[name].shape == (5, max(lengths) + 2, 512) and got[name].dtype == np.float16
+            for b, (v, a, n) in enumerate(zip(ids, starts, lengths)):
+                assert np.array_equal(got[name][b, :n], whole[v][name][a:a + n])
+                assert not got[name][b, n:].any()
+        with pytest.raises(StoreError, match=f"outside video '{ids[1]}'"):
+            read(["image"], ids[:2], [0, n_of[ids[1]] - 2], [1, 3])
+
+
 def test_budget_picks_streaming(small):
     _, store = small
     ids = store.ids("training")
