@@ -42,7 +42,9 @@ def return_freed_memory() -> None:
     (``mallopt``: a fixed mmap threshold and trim threshold, instead of thresholds that rise
     to 32 MiB as big blocks are freed, leaving freed memory in the heap).  For a run kept under
     ``--memory-budget``: about 0.2 GB less peak RSS in a streamed train-skim step at 256 x 400
-    moments.  Nothing where the C library has no ``mallopt`` (not glibc)."""
+    moments (train-skim calls it when it streams; evaluate does not: its many 1-32 MiB
+    blocks would each be mapped and faulted in afresh).  Nothing where the C library has no
+    ``mallopt`` (not glibc)."""
     import ctypes
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -161,7 +163,6 @@ class FeatureSet:
             except StoreError as e:
                 raise SkimError(f"{e.line()}{hint}") from None
             offsets = np.r_[0, np.cumsum([m.num_moments for m in metas])].astype(np.int64)
-            return_freed_memory()
             return cls(ids, offsets, {}, _labels(metas, classes), metas, store=store, names=names)
         try:
             batch = store.read_many(names, ids)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from l2l.evaluation.featureset import (FeatureSet, choose_streaming, labelled_ids,  # noqa: F401
-                                       memory_budget, predict)        # (re-exported)
+                                       memory_budget, predict, return_freed_memory)
 from l2l.evaluation.metrics import summary
 from l2l.models.skim import (CHECKPOINT, FORMAT, SkimError, SkimNet, build_skim,  # noqa: F401
                              load_skim, resolve_device, skim_from_student)
@@ -238,6 +238,8 @@ def _train(features, out, *, student, config: TrainConfig, device: str, resume: 
         raise SkimError(f"{store.path}: no labelled {config.train_subset!r} videos to train on")
     val = FeatureSet.from_store(store, names, subset=None, classes=classes,
                                 ids=labelled[config.val_subset], stream=stream[1])
+    if train.streamed:
+        return_freed_memory()                     # the budget counts the peak, not the heap kept
     bs, epochs = config.plan(len(train))
     total_steps = epochs * (len(train) // bs + (len(train) % bs > 1))
     changed = ([f"batch {config.batch_size} -> {bs} (at most a quarter of the {len(train)} "
