@@ -133,6 +133,20 @@ def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[
 
 
 # ---- the cluster --------------------------------------------------------------------------
+QUIET_CLUSTER = {
+    # a shard goes to a worker only when it has a free thread, in the order submitted (largest
+    # first): none waits queued on a busy worker while another is idle
+    "distributed.scheduler.worker-saturation": 1.0,
+    # dask's statistical profiler samples every worker thread's stack each 10 ms; a shard is one
+    # long task, so it learns nothing, and it cost 6.5 of 124 CPU seconds (and the decode thread
+    # the GIL) on the realistic set of bench_cli; the event-loop tick (20 ms) and system monitor
+    # (500 ms) another 3 s.  Off / slowed: 65.3 -> 60.0 s wall for the same run.
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
+
 def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None = None,
                   silence_logs: int = 40, fork: bool | None = None):
     """An embedded single-machine cluster: ``workers`` worker processes with one thread each;
@@ -161,11 +175,8 @@ def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None =
     scheduler = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0",
                                                "host": "127.0.0.1"}}
     fork = (gpus == 0) if fork is None else fork
-    with dask.config.set({"distributed.worker.multiprocessing-method": "fork" if fork else "spawn",
-                          # a shard goes to a worker only when it has a free thread, in the
-                          # order submitted (largest first): none waits queued on a busy
-                          # worker while another is idle
-                          "distributed.scheduler.worker-saturation": 1.0}):
+    with dask.config.set({**QUIET_CLUSTER,
+                          "distributed.worker.multiprocessing-method": "fork" if fork else "spawn"}):
         return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=silence_logs,
                            name="l2l-extract")
 

@@ -157,6 +157,22 @@ def test_killed_worker_loses_nothing_and_doubles_nothing(dataset, reference, clu
     assert (s2.done, s2.skipped, s2.failed) == (0, len(GOOD), 1)
 
 
+def test_workers_run_without_the_profiler_and_with_a_slow_tick(cluster):
+    """The embedded cluster's workers (forked or, as here for the GPU-labelled one, spawned)
+    get ``QUIET_CLUSTER``: no statistical profiler sampling the decode thread every 10 ms."""
+    from distributed import Client
+
+    def settings(dask_worker):
+        import dask
+        return (dask.config.get("distributed.worker.profile.enabled"),
+                dask.config.get("distributed.admin.tick.interval"), len(dask_worker.profile_history))
+
+    with Client(cluster) as client:
+        got = client.run(settings)
+    assert len(got) == 2
+    assert all(v == (False, "500ms", 0) for v in got.values()), got
+
+
 def test_task_that_ran_twice_is_stored_once(tmp_path):
     """A worker that dies after ``put`` has its task rerun: two parcels of one video; commit
     writes only the later one's rows."""
