@@ -38,6 +38,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Iterator, Sequence
 
 from tqdm import tqdm
@@ -115,14 +116,15 @@ def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[
                device: str, progress: bool = True, missing_reason: str = "",
                commit_every: int = 64, run: Run | None = None, **_) -> Iterator[Outcome]:
     """Every video here, as one stream (``work.process_stream``: decode never waits for a
-    parcel to be written or for the caller's commit), a parcel every ``SERIAL_SHARD_VIDEOS``
+    parcel to be written or for the caller's commit), largest file first (``largest_first``: the
+    run does not end on one core decoding a big file), a parcel every ``SERIAL_SHARD_VIDEOS``
     (at most ``commit_every``) videos; model stages batch across the whole stream.  ``run``:
     the caller's (kept open); without it, one made here and closed at the end."""
     size = max(1, min(SERIAL_SHARD_VIDEOS, commit_every))
     own = Run(store_path, device) if run is None else None
     try:
         with _bar(len(videos), progress) as bar:
-            for o in process_stream(run or own, videos, stages, missing_reason,
+            for o in process_stream(run or own, largest_first(videos), stages, missing_reason,
                                     parcel_videos=size):
                 bar.update()
                 bar.set_postfix_str(f"{o.status} {o.id}"[:40])
@@ -133,7 +135,7 @@ def run_serial(store_path: str, videos: Sequence[VideoRecord], stages: Sequence[
 
 
 # ---- the cluster --------------------------------------------------------------------------
-QUIET_CLUSTER = {
+QUIET_CLUSTER = MappingProxyType({
     # a shard goes to a worker only when it has a free thread, in the order submitted (largest
     # first): none waits queued on a busy worker while another is idle
     "distributed.scheduler.worker-saturation": 1.0,
@@ -144,7 +146,7 @@ QUIET_CLUSTER = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
     "distributed.admin.system-monitor.interval": "2s",
-}
+})
 
 
 def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None = None,
@@ -167,7 +169,8 @@ def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None =
     spec = {}
     for i in range(workers):
         opts = {"nthreads": 1, "memory_limit": "auto" if workers == 1 else 0,
-                "silence_logs": silence_logs}
+                "silence_logs": silence_logs,
+                "config": dict(QUIET_CLUSTER)}   # its own: restarted workers get it too
         if i < gpus:
             opts["resources"] = {"GPU": 1}
             opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i % visible)}

@@ -8,7 +8,8 @@ commit).  The work is a chain of steps, each one thread that owns its state, joi
 queues (``steps.py``), so that a slow step holds up the ones before it and memory stays bounded:
 
 - *decode*: ``plan``, then the stages that read the media file, several videos at once (up to
-  ``Run.decode_slots``, one decoder thread each); handed on in order;
+  ``Run.decode_slots``, one decoder thread each; a freed slot starts the next video at once);
+  handed on in order;
 - *compute*: the per-video stages after them (the spectrogram: decode's transient audio windows
   go to it and are dropped); then the videos are gathered into *groups* for the batchable
   stages (at least ``BATCH_MOMENTS`` moments, or ``GROUP_VIDEOS`` videos; on a GPU, two forward
@@ -29,7 +30,6 @@ loop and commits (``extract.py``).
 """
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from concurrent import futures
 from typing import Iterator, Sequence
@@ -121,38 +121,60 @@ class _Flow:
         n_source = next((i for i, s in enumerate(stages[:first_batch]) if "source" not in s.inputs),
                         first_batch)
         self.source = [run.with_threads(s, slots) for s in stages[:n_source]]   # (``Run``)
+        # the last ``slots`` videos end the stream while slots fall idle one by one: they decode
+        # with every core as FFmpeg threads (a thread count never changes a number)
+        self.source_tail = [run.with_threads(s, 1) for s in stages[:n_source]]
         self.per_video = stages[n_source:first_batch]
         self.batch = stages[first_batch:]
         self.group_moments = _group_moments(self.batch[0], run.device) if self.batch else 0
         self.parcel_videos = parcel_videos
 
     # ---- decode: plan, and the stages that read the media file, ``slots`` videos at once ----
-    def _start(self, job: Job) -> BaseException | None:
+    def _start(self, job: Job, tail: bool = False) -> BaseException | None:
         try:
             plan(self.store, job, self.stages, self._missing)
             if job.outcome is None:
-                run_stages(self.run, job, self.source, self.versions)
+                run_stages(self.run, job, self.source_tail if tail else self.source,
+                           self.versions)
         except ERRORS as e:
             return e
         return None
 
     def decode(self, videos: Sequence[VideoRecord], emit) -> None:
+        """Up to ``slots`` videos decode at once, and a slot that frees starts the next video
+        even while an earlier one is still decoding (else one long file would leave the other
+        slots idle behind it); videos are handed on in order, so at most ``slots`` finished
+        ones wait for an earlier one (``2 * slots`` videos' arrays held at most).  The last
+        ``slots`` videos decode with every core (``source_tail``)."""
         jobs = (Job(v) for v in videos)          # (made as they start: none held past its end)
         if self.slots <= 1:
             for job in jobs:
                 self._decoded(job, self._start(job), emit)
             return
-        pool, todo, window = self.run.pool("decode", self.slots), jobs, deque()
+        pool, window = self.run.pool("decode", self.slots), deque()
+        tail, started = len(videos) - self.slots, 0
+
+        def fill() -> None:                      # start videos while a slot is free
+            nonlocal started
+            while (len(window) < 2 * self.slots
+                   and sum(not f.done() for _, f in window) < self.slots):
+                job = next(jobs, None)
+                if job is None:
+                    return
+                window.append((job, pool.submit(self._start, job, started >= tail)))
+                started += 1
         try:
-            for job in itertools.islice(todo, self.slots):
-                window.append((job, pool.submit(self._start, job)))
+            fill()
             while window:
-                job, fut = window.popleft()
-                error = fut.result()
-                nxt = next(todo, None)           # a slot is free: the next video starts
-                if nxt is not None:
-                    window.append((nxt, pool.submit(self._start, nxt)))
-                self._decoded(job, error, emit)
+                job, fut = window[0]
+                if not fut.done():
+                    futures.wait([f for _, f in window if not f.done()],
+                                 return_when=futures.FIRST_COMPLETED)
+                    fill()
+                    continue
+                window.popleft()
+                fill()
+                self._decoded(job, fut.result(), emit)
         finally:                                 # (stopped: nothing is left running)
             for _, fut in window:
                 fut.cancel()

@@ -116,8 +116,9 @@ def _gated(run, gate: threading.Event, calls: list):
 
 def test_a_slow_writer_holds_decode_back(store, tmp_path):
     """The writer blocked on its first parcel: decode stops after a fixed number of videos
-    (the decode slots, one handed to compute, one parcel waiting for the writer, the one being
-    written), not at the end of the list; released, everything finishes, in order."""
+    (the decode slots and as many finished videos waiting for an earlier one, one handed to
+    compute, one parcel waiting for the writer, the one being written), not at the end of the
+    list; released, everything finishes, in order."""
     videos = _videos(tmp_path, 20)
     decode = FakeDecode()
     gate, calls, got = threading.Event(), [], []
@@ -135,7 +136,7 @@ def test_a_slow_writer_holds_decode_back(store, tmp_path):
             if still >= 10 and calls:
                 break
         assert calls == [["v00"]] and not got             # the writer holds the first parcel
-        assert 2 <= len(decode.started) <= slots + 3, (slots, decode.started)
+        assert 2 <= len(decode.started) <= 2 * slots + 3, (slots, decode.started)
         gate.set()
         consumer.join(30)
         assert not consumer.is_alive()
@@ -143,6 +144,71 @@ def test_a_slow_writer_holds_decode_back(store, tmp_path):
     assert {o.status for o in got} == {"done"} and len(calls) == 20
     assert all({"decode", "spectrogram", "write"} <= set(o.timings) for o in got)
     assert not _step_threads()
+
+
+class SlowFirstDecode(FakeDecode):
+    """Video 0 decodes until ``go`` is set (a long file); the others at once."""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.go = threading.Event()
+
+    def run(self, inputs, *, source=None, device="cpu"):
+        if Path(source).stem == "v00":
+            self.started.append(0)
+            assert self.go.wait(30)
+            self.started.pop(self.started.index(0))
+        return super().run(inputs, source=source, device=device)
+
+
+def test_a_long_video_does_not_hold_the_other_decode_slots(store, tmp_path):
+    """While the first video is still decoding, a freed slot starts the next video at once
+    (up to ``slots`` finished videos waiting for it); the outcomes still come in input order."""
+    videos = _videos(tmp_path, 8)
+    decode = SlowFirstDecode()
+    got = []
+    with Run(store.path, "cpu", cores=2) as run:
+        slots = run.decode_slots()
+        consumer = threading.Thread(target=lambda: got.extend(
+            process_stream(run, videos, [decode, FakeSpec()], parcel_videos=1)))
+        consumer.start()
+        for _ in range(200):
+            if len(decode.started) >= 2 * slots:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)                          # (no more than that starts meanwhile)
+        assert slots == 2 and sorted(decode.started) == list(range(2 * slots)), decode.started
+        assert not got
+        decode.go.set()
+        consumer.join(30)
+        assert not consumer.is_alive()
+    assert [o.id for o in got] == [v.id for v in videos]
+    assert {o.status for o in got} == {"done"}
+    assert not _step_threads()
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadsConfig(FakeConfig):
+    threads: int = 0          # decoder threads, 0: FFmpeg's choice (not in the key)
+
+
+def test_the_last_videos_decode_with_every_core(store, tmp_path):
+    """The last ``slots`` videos of a stream decode with every core of the run as decoder
+    threads, the others with one each (``Run.with_threads``: copies of the stage)."""
+    seen = {}
+
+    class ThreadsDecode(FakeDecode):
+        Config, hash_exclude = ThreadsConfig, ("threads",)
+
+        def run(self, inputs, *, source=None, device="cpu"):
+            seen[Path(source).stem] = self.config.threads
+            return super().run(inputs, source=source, device=device)
+
+    videos = _videos(tmp_path, 6)
+    with Run(store.path, "cpu", cores=2) as run:
+        got = list(process_stream(run, videos, [ThreadsDecode(), FakeSpec()], parcel_videos=2))
+    assert [o.status for o in got] == ["done"] * 6
+    assert seen == {"v00": 1, "v01": 1, "v02": 1, "v03": 1, "v04": 2, "v05": 2}, seen
 
 
 def test_a_store_that_cannot_be_written_stops_every_step_and_is_raised(store, tmp_path):
