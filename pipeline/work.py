@@ -143,9 +143,10 @@ class _Flow:
     def decode(self, videos: Sequence[VideoRecord], emit) -> None:
         """Up to ``slots`` videos decode at once, and a slot that frees starts the next video
         even while an earlier one is still decoding (else one long file would leave the other
-        slots idle behind it); videos are handed on in order, so at most ``slots`` finished
-        ones wait for an earlier one (``2 * slots`` videos' arrays held at most).  The last
-        ``slots`` videos decode with every core (``source_tail``)."""
+        slots idle behind it); videos are handed on in order, and one finished video at most
+        waits for an earlier one (``slots + 1`` videos' arrays held here at most: a serial run
+        orders its videos largest first, so one is enough there).  The last ``slots`` videos
+        decode with every core (``source_tail``)."""
         jobs = (Job(v) for v in videos)          # (made as they start: none held past its end)
         if self.slots <= 1:
             for job in jobs:
@@ -156,7 +157,7 @@ class _Flow:
 
         def fill() -> None:                      # start videos while a slot is free
             nonlocal started
-            while (len(window) < 2 * self.slots
+            while (len(window) <= self.slots
                    and sum(not f.done() for _, f in window) < self.slots):
                 job = next(jobs, None)
                 if job is None:

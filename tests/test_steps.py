@@ -116,7 +116,7 @@ def _gated(run, gate: threading.Event, calls: list):
 
 def test_a_slow_writer_holds_decode_back(store, tmp_path):
     """The writer blocked on its first parcel: decode stops after a fixed number of videos
-    (the decode slots and as many finished videos waiting for an earlier one, one handed to
+    (the decode slots and one finished video waiting for an earlier one, one handed to
     compute, one parcel waiting for the writer, the one being written), not at the end of the
     list; released, everything finishes, in order."""
     videos = _videos(tmp_path, 20)
@@ -136,7 +136,7 @@ def test_a_slow_writer_holds_decode_back(store, tmp_path):
             if still >= 10 and calls:
                 break
         assert calls == [["v00"]] and not got             # the writer holds the first parcel
-        assert 2 <= len(decode.started) <= 2 * slots + 3, (slots, decode.started)
+        assert 2 <= len(decode.started) <= slots + 4, (slots, decode.started)
         gate.set()
         consumer.join(30)
         assert not consumer.is_alive()
@@ -163,7 +163,7 @@ class SlowFirstDecode(FakeDecode):
 
 def test_a_long_video_does_not_hold_the_other_decode_slots(store, tmp_path):
     """While the first video is still decoding, a freed slot starts the next video at once
-    (up to ``slots`` finished videos waiting for it); the outcomes still come in input order."""
+    (one finished video at most waiting for it); the outcomes still come in input order."""
     videos = _videos(tmp_path, 8)
     decode = SlowFirstDecode()
     got = []
@@ -173,11 +173,11 @@ def test_a_long_video_does_not_hold_the_other_decode_slots(store, tmp_path):
             process_stream(run, videos, [decode, FakeSpec()], parcel_videos=1)))
         consumer.start()
         for _ in range(200):
-            if len(decode.started) >= 2 * slots:
+            if len(decode.started) >= slots + 1:
                 break
             time.sleep(0.05)
         time.sleep(0.2)                          # (no more than that starts meanwhile)
-        assert slots == 2 and sorted(decode.started) == list(range(2 * slots)), decode.started
+        assert slots == 2 and sorted(decode.started) == list(range(slots + 1)), decode.started
         assert not got
         decode.go.set()
         consumer.join(30)
