@@ -168,6 +168,7 @@ def test_workers_run_without_the_profiler_and_with_a_slow_tick(cluster):
                 dask.config.get("distributed.admin.tick.interval"), len(dask_worker.profile_history))
 
     with Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)   # (one may be restarting after a test killed it)
         got = client.run(settings)
     assert len(got) == 2
     assert all(v == (False, "500ms", 0) for v in got.values()), got
