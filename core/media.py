@@ -53,7 +53,8 @@ from .skipping import NoSkip as _NoSkip, frames as _frames, skip_plan as _skip_p
 from .timeline import Timeline
 
 __all__ = ["ClipSpec", "DecodeError", "MAX_AUDIO_AHEAD", "container_duration", "frame_to_rgb",
-           "one_line", "open_video", "read_frames", "read_moments", "resize_crop_dims"]
+           "one_line", "open_video", "pin_thread_reformatter", "read_frames", "read_moments",
+           "resize_crop_dims"]
 # ClipSpec and resize_crop_dims live in core/picture.py; re-exported for callers of this module
 
 
@@ -117,6 +118,24 @@ def open_video(path: os.PathLike | str):
         container.close()
         raise DecodeError(path, "no video stream")
     return container
+
+
+_PINNED: list = []        # PyAV's per-thread reformatters, never freed (``pin_thread_reformatter``)
+
+
+def pin_thread_reformatter() -> None:
+    """Keep the calling thread's PyAV reformatter alive for the life of the process.  PyAV 19
+    gives every thread one ``VideoReformatter`` (``av.video.frame._thread_local``, made by
+    ``VideoFrame.reformat`` and by an encoder fed RGB frames), whose libswscale context has
+    worker threads.  When another thread forks (a dask nanny starting a worker), the child
+    clears this thread's locals and frees it there, where its worker threads do not exist: the
+    child waits for them for ever.  Pinned here, it is not freed.  (l2l's own decoding uses its
+    own single-threaded reformatters, ``core.picture.Converter``.)"""
+    import av
+    local = getattr(getattr(av.video, "frame", None), "_thread_local", None)
+    r = getattr(local, "reformatter", None)
+    if r is not None and not any(p is r for p in _PINNED):
+        _PINNED.append(r)
 
 
 def _time(frame, n: int, fps: float) -> float:

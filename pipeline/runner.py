@@ -31,6 +31,8 @@ and dask's ``allowed-failures`` for dead workers); a shard that still fails is r
 """
 from __future__ import annotations
 
+import functools
+import gc
 import math
 import os
 import pickle
@@ -44,6 +46,7 @@ from typing import Iterator, Sequence
 from tqdm import tqdm
 
 from ..core.errors import L2LError
+from ..core.media import pin_thread_reformatter
 from ..datasets.base import VideoRecord
 from ..stages import Stage
 from ..store import Failure, open_store
@@ -149,6 +152,16 @@ QUIET_CLUSTER = MappingProxyType({
 })
 
 
+@functools.cache
+def collect_before_fork() -> None:
+    """From now on, every fork of this process (a worker started, or restarted by its nanny)
+    first collects the garbage here.  A PyAV object left in a reference cycle (an encoder's
+    codec context, say) holds a libswscale context with worker threads; freed in a forked
+    child, where those threads do not exist, it waits for them for ever (the whole suite on
+    Python 3.12 with PyAV 19 hung so in a worker's start-up)."""
+    os.register_at_fork(before=gc.collect)
+
+
 def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None = None,
                   silence_logs: int = 40, fork: bool | None = None):
     """An embedded single-machine cluster: ``workers`` worker processes with one thread each;
@@ -178,6 +191,9 @@ def local_cluster(workers: int = 2, *, gpus: int = 0, visible_gpus: int | None =
     scheduler = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0",
                                                "host": "127.0.0.1"}}
     fork = (gpus == 0) if fork is None else fork
+    if fork:
+        collect_before_fork()
+        pin_thread_reformatter()        # (this thread's; ``start_cluster`` pins the caller's)
     with dask.config.set({**QUIET_CLUSTER,
                           "distributed.worker.multiprocessing-method": "fork" if fork else "spawn"}):
         return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=silence_logs,
@@ -212,6 +228,7 @@ class _Starting:
 def start_cluster(workers: int, *, device: str = "cpu", stages: Sequence[Stage] = ()) -> _Starting:
     """Start the embedded cluster in the background: on CUDA with a model stage, every worker
     gets a GPU (round-robin); otherwise CPU workers only."""
+    pin_thread_reformatter()            # the caller's PyAV reformatter: not freed in a fork
     gpus = visible = 0
     if device.startswith("cuda") and any(s.uses_gpu for s in stages):
         import torch

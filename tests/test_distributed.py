@@ -174,6 +174,41 @@ def test_workers_run_without_the_profiler_and_with_a_slow_tick(cluster):
     assert all(v == (False, "500ms", 0) for v in got.values()), got
 
 
+def _threaded_swscale_left_behind():
+    """libswscale contexts with worker threads (FFmpeg's choice of threads) where a forked
+    child would free them: PyAV's reformatter of this thread (PyAV 19 keeps one per thread;
+    an encoder fed RGB frames makes it too), and one in a reference cycle, garbage that only a
+    collection frees."""
+    import av
+    from av.video.reformatter import VideoReformatter
+    frame = av.VideoFrame.from_ndarray(np.zeros((240, 320, 3), np.uint8), format="rgb24")
+    yuv = frame.reformat(format="yuv420p")
+    r = VideoReformatter()
+    r.reformat(yuv, width=112, height=84, format="rgb24", threads=0)
+    cycle = [r]
+    cycle.append(cycle)
+
+
+def test_codec_threads_left_in_this_process_do_not_hang_a_forked_worker():
+    """Freed in a forked child (where their threads do not exist), such contexts hang the child
+    for ever (the whole suite hung so on Python 3.12 with PyAV 19); a forking cluster pins
+    this thread's and collects the garbage before each fork."""
+    import gc
+    from distributed import Client
+    gc.disable()
+    try:
+        _threaded_swscale_left_behind()
+        cluster = local_cluster(1, silence_logs=int(os.environ.get("L2L_TEST_LOGS", "40")))
+    finally:
+        gc.enable()
+    try:
+        with Client(cluster) as client:
+            fut = client.submit(gc.collect, pure=False)
+            assert fut.result(timeout=30) >= 0          # the worker's collection ends
+    finally:
+        cluster.close(timeout=10)
+
+
 def test_task_that_ran_twice_is_stored_once(tmp_path):
     """A worker that dies after ``put`` has its task rerun: two parcels of one video; commit
     writes only the later one's rows."""
